@@ -1,0 +1,1 @@
+"""Analysis of vae-study results: metrics, result loading, plots, tables, reports."""

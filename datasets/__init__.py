@@ -1,0 +1,1 @@
+"""Datasets of vae-study: dSprites, HDF5 jets, toy sets, as Ray Data datasets."""

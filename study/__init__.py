@@ -1,0 +1,1 @@
+"""Study specs, search spaces, running and resuming studies, and their result tables."""

@@ -1,0 +1,266 @@
+"""Run or resume a study: ``python -m study.run CONFIG [--set KEY=VALUE ...] [--address ADDR]``.
+
+Validates the spec and the data before anything is written (a bad one exits with code 2
+and one line on stderr), starts Ray on this machine bound to loopback, or joins the
+cluster named by ``--address`` / ``RAY_ADDRESS``, runs the trials with Ray Tune and
+Optuna, then writes ``trials.parquet``, ``epochs.parquet`` and the report into
+``storage_path/name`` and prints the best trial. Run again on the same study directory, it
+resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets.registry import DataError, get_dataset
+from study.spec import SpecError, StudySpec, load_spec, one_line
+
+__all__ = ["main", "run_study"]
+
+
+class UsageError(ValueError):
+    """Bad input found after the spec itself validated (storage, cluster resources)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="study spec (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field, e.g. --set training.epochs=1 (repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on loopback)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an existing study directory of the same name instead of resuming it")
+    parser.add_argument("--restart-errored", action="store_true",
+                        help="when resuming, run errored trials again from scratch")
+    parser.add_argument("--resume-errored", action="store_true",
+                        help="when resuming, continue errored trials from their last checkpoint")
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    return parser
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
+    """Checks where the study will be written; returns True when it resumes an earlier run.
+
+    Raises:
+        UsageError: If ``storage_path`` or the study directory is a file, or the directory
+            holds a study with another spec (unless ``overwrite``), or files of another tool.
+    """
+    from study.results import SPEC_FILE
+
+    storage = spec.storage_path.resolve()
+    for path in [*reversed(storage.parents), storage]:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"storage_path: {path} is a file; expected a directory")
+    study_dir = spec.study_dir
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UsageError(f"storage_path: {study_dir} is a file; expected a study directory")
+    if not study_dir.exists() or not any(study_dir.iterdir()):
+        return False
+    saved = study_dir / SPEC_FILE
+    if overwrite:
+        return False
+    if not saved.is_file():
+        raise UsageError(f"storage_path: {study_dir} exists and is not a vae-study study; choose another name")
+    old = _flatten(json.loads(saved.read_text()))
+    new = _flatten(json.loads(spec.model_dump_json()))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise UsageError(
+            f"{study_dir} holds a study with another spec (differs in {', '.join(changed[:5])}); "
+            "use another name, or --overwrite to discard it"
+        )
+    return True
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    if not address:
+        # Must precede `import ray`: keeps every listener and the node address on 127.0.0.1.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # The objective (e.g. mig) is computed after the last epoch only; Tune would otherwise
+    # reject every earlier epoch's report for lacking it.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Checkpointing every epoch with num_to_keep=1 snapshots the experiment state often; that is cheap here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def check_cluster(spec: StudySpec) -> dict[str, float]:
+    """Checks that one trial fits the cluster.
+
+    Raises:
+        UsageError: If a trial asks for more CPUs or GPUs than the cluster has.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    res = spec.resources
+    if res.gpus_per_trial > gpus:
+        raise UsageError(f"resources.gpus_per_trial: {res.gpus_per_trial} requested, but the cluster has {gpus:g} GPUs")
+    if res.cpus_per_trial > cpus:
+        raise UsageError(f"resources.cpus_per_trial: {res.cpus_per_trial} requested, but the cluster has {cpus:g} CPUs")
+    return total
+
+
+def max_concurrent(spec: StudySpec, cluster: dict[str, float]) -> int:
+    """Trials that fit the cluster at once: its CPUs (and GPUs) over one trial's.
+
+    Set explicitly because Tune keeps only one trial pending when a searcher is used,
+    and because multi-worker trials' drivers hold no CPU of their own.
+    """
+    res = spec.resources
+    fits = int(cluster.get("CPU", 1) // res.cpus_per_trial)
+    if res.gpus_per_trial:
+        fits = min(fits, int(cluster.get("GPU", 0) // res.gpus_per_trial))
+    return max(1, fits)
+
+
+def _trainable(spec: StudySpec, data: dict[str, Any]):
+    from ray import tune
+
+    from trainables.loop import train_driver_fn
+
+    res = spec.resources
+    fn = tune.with_parameters(train_driver_fn, spec_json=spec.model_dump_json(), data=data)
+    if res.num_workers == 1 and res.trainer == "auto":
+        return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    return tune.with_resources(fn, {"cpu": 0, "memory": 256 * 2**20})  # the workers hold the CPUs
+
+
+def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, float]):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from study.space import build_searcher, num_trials, param_space
+
+    study_dir = spec.study_dir
+    if resume:
+        print(f"resuming study {spec.name} at {study_dir}", flush=True)
+        return tune.Tuner.restore(
+            str(study_dir), trainable=trainable, param_space=param_space(spec), resume_unfinished=True,
+            resume_errored=args.resume_errored, restart_errored=args.restart_errored,
+        )
+    scheduler = None
+    if spec.scheduler.name == "asha":
+        s = spec.scheduler
+        metric = s.metric or spec.objective.metrics[0]
+        from study.spec import metric_mode
+
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", metric=metric, mode=s.mode or metric_mode(metric),
+            max_t=s.max_t or spec.training.epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+        )
+    concurrent = spec.search.max_concurrent_trials or max_concurrent(spec, cluster)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=build_searcher(spec), scheduler=scheduler, num_samples=num_trials(spec),
+            max_concurrent_trials=concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(spec.storage_path.resolve()),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=spec.training.max_failures),
+        ),
+    )
+
+
+def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
+    """Runs (or resumes) a validated study; returns the exit code."""
+    from study.results import SPEC_FILE
+
+    resume = check_study_dir(spec, args.overwrite)
+    prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
+    _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus)
+    cluster = check_cluster(spec)
+
+    study_dir = spec.study_dir
+    if args.overwrite and study_dir.exists():
+        shutil.rmtree(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+
+    from study.space import num_trials
+
+    print(
+        f"study {spec.name}: {num_trials(spec)} trials of {spec.family['name']} on {spec.dataset['name']} "
+        f"({prepared.source}, {prepared.info.get('num_train')} train / {prepared.info.get('num_val')} val rows); "
+        f"writing to {study_dir}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    data = {**prepared.to_ray(), "input_shape": prepared.input_shape, "ground_truth": prepared.ground_truth}
+    tuner = _tuner(spec, _trainable(spec, data), resume, args, cluster)
+    tuner.fit()
+    return _finish(spec, args, time.perf_counter() - start)
+
+
+def _finish(spec: StudySpec, args: argparse.Namespace, seconds: float) -> int:
+    from study.results import best_trial, write_results
+    from study.spec import metric_mode
+
+    trials_path, epochs_path = write_results(spec.study_dir)
+    import pandas as pd
+
+    trials = pd.read_parquet(trials_path)
+    counts = trials["status"].value_counts().to_dict()
+    print(f"\nstudy {spec.name} finished in {seconds:.0f} s: {counts}")
+    metric = spec.objective.metrics[0]
+    best = best_trial(trials, metric, spec.objective.modes[0])
+    if best is not None:
+        params = ", ".join(f"{k}={best[k]}" for k in spec.searched_params if k in best)
+        shown = [m for m in dict.fromkeys([*spec.objective.metrics, "val_elbo", "val_recon_loss", "val_kl", "mig"])
+                 if m in best and pd.notna(best[m])]
+        values = ", ".join(f"{m}={best[m]:.4g}" for m in shown)
+        print(f"best trial by {metric} ({metric_mode(metric)}): {best['trial_id']} ({params}, repeat {best['repeat']}): {values}")
+    print(f"trials:  {trials_path}\nepochs:  {epochs_path}")
+    if not args.no_report:
+        from analysis.report import write_report
+
+        index = write_report(spec.study_dir)
+        print(f"report:  {index}")
+    errored = counts.get("ERROR", 0)
+    if errored:
+        print(f"{errored} trial(s) errored; see the error column of {trials_path.name}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        spec = load_spec(args.config, args.overrides)
+        return run_study(spec, args)
+    except (SpecError, DataError, UsageError) as err:
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,473 @@
+"""The study spec: one YAML file -> a validated :class:`StudySpec`.
+
+Every section forbids unknown keys and bounds its numbers. The ``family`` and ``dataset``
+sections are validated against the registered family's config class and the dataset's
+options class. Errors carry the dotted path of the field (``family.beta``) so the CLI can
+print them on one line (:func:`format_error`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from analysis.metrics import METRICS
+from datasets.registry import get_dataset
+from trainables.registry import get_family
+
+__all__ = [
+    "StudySpec",
+    "SpecError",
+    "load_spec",
+    "apply_overrides",
+    "format_error",
+    "metric_mode",
+    "one_line",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpecError(ValueError):
+    """A study spec that cannot run; ``str(err)`` is one line naming the field."""
+
+
+def metric_mode(metric: str) -> Literal["min", "max"]:
+    """Whether a reported metric is better low or high (``val_elbo``, ``mig`` high; losses low).
+
+    Raises:
+        KeyError: If the name follows no known convention.
+    """
+    if metric.endswith(("_loss", "_kl", "_mae", "_mse", "_nll", "_mmd", "_fd")):
+        return "min"
+    if metric.endswith(("_elbo", "_accuracy", "_auc")) or metric in METRICS:
+        return "max"
+    raise KeyError(f"no known direction for metric {metric!r}")
+
+
+class FloatParam(BaseModel):
+    """A float searched in ``[low, high]``, log-uniformly when ``log``."""
+
+    model_config = _FROZEN
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class IntParam(BaseModel):
+    """An int searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
+
+    model_config = _FROZEN
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class CategoricalParam(BaseModel):
+    """One of ``choices``; the only kind (with ``fixed``) grid search takes."""
+
+    model_config = _FROZEN
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+    def values_to_check(self) -> list[Any]:
+        return list(self.choices)
+
+
+class FixedParam(BaseModel):
+    """A value held fixed (a search-space entry that is not searched)."""
+
+    model_config = _FROZEN
+    type: Literal["fixed"]
+    value: Any
+
+    def values_to_check(self) -> list[Any]:
+        return [self.value]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not low < high:
+        raise ValueError(f"`low < high` must hold, but got (low={low}, high={high})")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs `low > 0`, but got low={low}")
+
+
+ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
+
+
+class ObjectiveSpec(BaseModel):
+    """What the search optimises: one metric, or lists of metrics and modes (multi-objective)."""
+
+    model_config = _FROZEN
+    metric: str | list[str] = "mig"
+    mode: Literal["min", "max"] | list[Literal["min", "max"]] = "max"
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        if isinstance(self.metric, list) != isinstance(self.mode, list):
+            raise ValueError("objective.metric and objective.mode must both be single values or both lists")
+        if isinstance(self.metric, list) and (len(self.metric) != len(self.mode) or len(self.metric) < 2):
+            raise ValueError(
+                f"objective: multi-objective needs >= 2 metrics and one mode each, but got "
+                f"metric={self.metric}, mode={self.mode}"
+            )
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode]
+
+    @property
+    def multi(self) -> bool:
+        return isinstance(self.metric, list)
+
+
+class SearchSpec(BaseModel):
+    """How configurations are proposed (Optuna samplers through Ray Tune's OptunaSearch)."""
+
+    model_config = _FROZEN
+    algorithm: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    num_samples: int | None = Field(None, gt=0, le=100_000)  # configurations; grid: default all of them
+    repeats: int = Field(1, ge=1, le=100)  # runs of each configuration, with distinct seeds
+    max_concurrent_trials: int | None = Field(None, gt=0)  # None: as many as the resources allow
+
+
+class SchedulerSpec(BaseModel):
+    """Early stopping of trials: none, or ASHA on a metric reported every epoch."""
+
+    model_config = _FROZEN
+    name: Literal["none", "asha"] = "none"
+    metric: str | None = None  # None: the objective metric
+    mode: Literal["min", "max"] | None = None  # None: the metric's natural direction
+    max_t: int | None = Field(None, gt=0)  # epochs; None: training.epochs
+    grace_period: int = Field(1, gt=0)  # epochs a trial runs before it can be stopped
+    reduction_factor: float = Field(2.0, gt=1.0)  # keep the best 1/reduction_factor at each rung
+
+
+class TrainingSpec(BaseModel):
+    """Optimisation settings shared by every trial (each can also be searched)."""
+
+    model_config = _FROZEN
+    epochs: int = Field(10, gt=0, le=100_000)
+    batch_size: int = Field(64, gt=0, le=65_536)  # 64 as in disentanglement_lib
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    max_failures: int = Field(0, ge=0, le=100)  # restarts of a failed trial from its last checkpoint
+
+
+class ResourcesSpec(BaseModel):
+    """What one trial holds: CPUs and GPUs (fractions allowed), split over its workers."""
+
+    model_config = _FROZEN
+    cpus_per_trial: float = Field(1.0, gt=0.0, le=1024)
+    gpus_per_trial: float = Field(0.0, ge=0.0, le=64)
+    num_workers: int = Field(1, gt=0, le=256)  # > 1: a TorchTrainer with DDP
+    # auto: one worker trains inside the Tune trial (no ~16 s TorchTrainer start-up), more
+    # workers get a TorchTrainer; torch_trainer: always a TorchTrainer.
+    trainer: Literal["auto", "torch_trainer"] = "auto"
+
+
+class EvaluationSpec(BaseModel):
+    """Metrics computed once at the end of each trial, on held-out images."""
+
+    model_config = _FROZEN
+    metrics: list[str] = Field(default_factory=lambda: ["mig"])
+    num_train: int = Field(10_000, gt=1, le=10_000_000)  # samples scored (disentanglement_lib's default)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
+        return value
+
+
+class StudySpec(BaseModel):
+    """A whole study: data, model family, search space, objective, search, training, resources."""
+
+    model_config = _FROZEN
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    storage_path: Path = Path("studies")  # the study's files go to storage_path/name
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    dataset: dict[str, Any]
+    family: dict[str, Any]
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    objective: ObjectiveSpec = ObjectiveSpec()
+    search: SearchSpec = SearchSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    training: TrainingSpec = TrainingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: dict[str, Any]) -> dict[str, Any]:
+        entry = _lookup(get_dataset, value, "dataset")
+        _validate_section(entry.options_cls, value, "dataset")
+        return value
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: dict[str, Any]) -> dict[str, Any]:
+        family = _lookup(get_family, value, "family")
+        _validate_section(family.config_cls, {k: v for k, v in value.items() if k != "name"}, "family")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StudySpec:
+        family = get_family(self.family["name"])
+        fixed = {k: v for k, v in self.family.items() if k != "name"}
+        for key, param in self.search_space.items():
+            where = f"search_space.{key}"
+            if key in family.config_cls.model_fields:
+                if key in fixed:
+                    raise ValueError(f"{where}: {key} is both fixed in family and searched; keep one")
+                for value in param.values_to_check():
+                    _validate_section(family.config_cls, {**fixed, key: value}, where, only=key)
+            elif key in TrainingSpec.model_fields:
+                for value in param.values_to_check():
+                    _validate_section(TrainingSpec, {key: value}, where, only=key)
+            else:
+                raise ValueError(
+                    f"{where}: unknown parameter {key!r}; expected a parameter of family "
+                    f"{family.name!r} ({', '.join(sorted(family.config_cls.model_fields))}) or of "
+                    f"training ({', '.join(TrainingSpec.model_fields)})"
+                )
+            if self.search.algorithm == "grid" and not isinstance(param, (CategoricalParam, FixedParam)):
+                raise ValueError(f"{where}: grid search takes categorical choices or a fixed value, not a {param.type} range")
+        searched = [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
+        if not searched:
+            raise ValueError(
+                "search_space: nothing to search; give at least one float, int or categorical parameter "
+                "(a categorical with one choice runs one configuration)"
+            )
+        if self.search.algorithm == "grid" and self.search.num_samples is not None:
+            if self.search.num_samples > self.grid_size:
+                raise ValueError(
+                    f"search.num_samples: grid search has {self.grid_size} configurations, "
+                    f"but got num_samples={self.search.num_samples}"
+                )
+        if self.search.algorithm != "grid" and self.search.num_samples is None:
+            raise ValueError(f"search.num_samples: required for algorithm {self.search.algorithm!r}")
+        reported = set(family.epoch_metrics) | set(self.evaluation.metrics)
+        for metric in self.objective.metrics:
+            if metric not in reported:
+                raise ValueError(
+                    f"objective.metric: {metric!r} is not reported by family {family.name!r} with "
+                    f"evaluation.metrics {self.evaluation.metrics}; expected one of {sorted(reported)}"
+                )
+        if self.scheduler.name == "asha":
+            self._check_asha(family.epoch_metrics)
+        return self
+
+    def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
+        if self.objective.multi:
+            raise ValueError(
+                "scheduler.name: ASHA stops trials on one metric and cannot serve a multi-objective "
+                "study; use scheduler.name: none"
+            )
+        metric = self.scheduler.metric or self.objective.metrics[0]
+        if metric not in epoch_metrics:
+            raise ValueError(
+                f"scheduler.metric: ASHA compares trials every epoch, but {metric!r} is not reported "
+                f"every epoch; expected one of {list(epoch_metrics)}"
+            )
+        if self.scheduler.max_t is not None and self.scheduler.max_t > self.training.epochs:
+            raise ValueError(
+                f"scheduler.max_t: must be <= training.epochs={self.training.epochs}, but got {self.scheduler.max_t}"
+            )
+        if self.scheduler.grace_period > (self.scheduler.max_t or self.training.epochs):
+            raise ValueError(
+                f"scheduler.grace_period: must be <= max_t, but got {self.scheduler.grace_period}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        """Number of configurations in the grid of categorical choices."""
+        return math.prod(len(p.choices) for p in self.search_space.values() if isinstance(p, CategoricalParam))
+
+    @property
+    def study_dir(self) -> Path:
+        """``storage_path / name``, absolute."""
+        return (self.storage_path / self.name).resolve()
+
+    @property
+    def searched_params(self) -> list[str]:
+        """Names of the search-space parameters that vary."""
+        return [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
+
+    def dataset_options(self):
+        """The ``dataset`` section as the dataset's validated options object."""
+        return get_dataset(self.dataset["name"]).options_cls(**self.dataset)
+
+    def trial_settings(self, params: dict[str, Any]) -> tuple[BaseModel, TrainingSpec]:
+        """The family config and training settings of a trial with sampled ``params``.
+
+        Args:
+            params: Search-space values of one trial (keys of ``search_space``).
+
+        Returns:
+            ``(family_config, training)``, both validated.
+        """
+        family = get_family(self.family["name"])
+        fam = {k: v for k, v in self.family.items() if k != "name"}
+        train = self.training.model_dump()
+        for key in self.search_space:
+            value = params[key] if key in params else self.search_space[key].value
+            (fam if key in family.config_cls.model_fields else train)[key] = value
+        return family.config_cls(**fam), TrainingSpec(**train)
+
+
+def _lookup(getter, section: Any, where: str):
+    if not isinstance(section, dict) or "name" not in section:
+        raise ValueError(f"{where}.name: required")
+    try:
+        return getter(section["name"])
+    except KeyError as err:
+        raise ValueError(f"{where}.name: {err.args[0]}") from None
+
+
+def _validate_section(model_cls: type[BaseModel], data: dict[str, Any], where: str, only: str | None = None) -> None:
+    """Validates ``data`` with ``model_cls``, re-raising the first error as ``where.field: msg``."""
+    try:
+        model_cls(**data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        field = where if only is not None else f"{where}.{loc}" if loc else where
+        raise ValueError(f"{field}: {_describe(first, model_cls)}") from None
+
+
+def _describe(error: dict[str, Any], model_cls: type[BaseModel] | None = None) -> str:
+    """One pydantic error as 'what was expected (got value)'."""
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(model_cls, error["loc"][:-1]) if model_cls else None
+        hint = f"; expected one of: {', '.join(known)}" if known else ""
+        return f"unknown key {error['loc'][-1]!r}{hint}"
+    if error["type"] == "missing":
+        return "required"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{msg} (got {error['input']!r})"
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the model reached by following ``loc`` from ``model_cls``."""
+    current: Any = model_cls
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def format_error(err: ValidationError) -> str:
+    """The first error of a spec validation as one line: ``field: expected (got value)``."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "value_error" and not loc:
+        return first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        msg = first["msg"].removeprefix("Value error, ")
+        return msg if msg.split(":", 1)[0].startswith(loc.split(".")[0]) else f"{loc}: {msg}"
+    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
+        return f"{loc}: type must be one of float, int, categorical, fixed (got {first['input'].get('type')!r})" \
+            if isinstance(first["input"], dict) else f"{loc}: expected a mapping with a type (got {first['input']!r})"
+    return f"{loc}: {_describe(first, StudySpec)}"
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``--set a.b.c=value`` overrides to a spec mapping (values parsed as YAML).
+
+    Raises:
+        SpecError: If an override has no ``=``, an empty key, or walks through a non-mapping.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise SpecError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. training.epochs=1")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item}: the value is not valid YAML") from None
+        node = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = node.setdefault(part, {}) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {item}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
+    """Reads, overrides and validates a study spec.
+
+    Args:
+        path: YAML file.
+        overrides: ``KEY=VALUE`` strings (``training.epochs=1``).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: One line naming the file and the field: unreadable file, malformed
+            YAML, a top level that is not a mapping, or any invalid field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the study spec ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML study spec") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
+        raise SpecError(one_line(f"{path}: not valid YAML{where}: {problem}")) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of study sections at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides))
+    try:
+        return StudySpec(**data)
+    except ValidationError as err:
+        raise SpecError(one_line(f"{path}: {format_error(err)}")) from None
+
+
+def one_line(message: str) -> str:
+    """``message`` with line breaks and other control characters escaped, so it prints as one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

@@ -1,0 +1,55 @@
+"""Shared test fixtures. Ray stays on loopback and writes under a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Before anything imports ray: keep every Ray listener on 127.0.0.1.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_dsprites_npz(path: Path, *, num: int = 600, six_columns: bool = False, seed: int = 0) -> Path:
+    """A small file in the dSprites layout: binary 64x64 images whose content follows the factors.
+
+    Factors: shape (3), scale (6), orientation (10), pos_x (16), pos_y (16); with
+    ``six_columns`` a constant colour column comes first (the canonical layout).
+    """
+    rng = np.random.default_rng(seed)
+    sizes = np.array([3, 6, 10, 16, 16])
+    classes = rng.integers(0, sizes, size=(num, 5))
+    imgs = np.zeros((num, 64, 64), dtype=np.uint8)
+    for i, (shape, scale, _, x, y) in enumerate(classes):
+        half = 2 + scale + shape
+        cx, cy = 8 + 3 * x, 8 + 3 * y
+        imgs[i, max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half] = 1
+    if six_columns:
+        classes = np.concatenate([np.zeros((num, 1), dtype=np.int64), classes], axis=1)
+    np.savez_compressed(path, imgs=imgs, latents_classes=classes, latents_values=classes.astype(np.float64))
+    return path
+
+
+@pytest.fixture
+def dsprites_file(tmp_path: Path) -> Path:
+    """A 600-image dSprites-layout file (5 factor columns)."""
+    return write_dsprites_npz(tmp_path / "dsprites_small.npz")
+
+
+@pytest.fixture
+def ray_tmpdir(tmp_path_factory, monkeypatch) -> Path:
+    """A short RAY_TMPDIR so Ray's socket paths stay under the length limit."""
+    path = Path("/tmp") / f"rt{os.getpid()}"
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv("RAY_TMPDIR", str(path))
+    return path
+
+
+sys.path.insert(0, str(REPO))

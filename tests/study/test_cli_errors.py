@@ -1,0 +1,152 @@
+"""``python -m study.run`` on bad input: exit code 2, one ``error:`` line, no traceback, nothing written.
+
+Every error here is caught before Ray starts, so each run takes only the seconds of its imports.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_dsprites_npz
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke.yaml"
+TIMEOUT_S = 120  # generous for a loaded machine; a run that reaches Ray would take longer
+
+
+def run_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "VAE_STUDY_CACHE": str(tmp_path / "cache")}
+    for name in ("DSPRITES_PATH", "RAY_ADDRESS"):  # no real data, no cluster to join
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", *[str(a) for a in args]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+
+
+def assert_usage_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Checks the CLI's contract for bad input and returns the error line."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: ") and line.strip() != "error:", line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """Where studies would go; the tests check that nothing appears under it."""
+    return tmp_path / "studies"
+
+
+def assert_nothing_written(storage: Path) -> None:
+    assert not (storage / "smoke").exists()
+    assert not storage.exists()
+
+
+def test_missing_config_file(tmp_path, storage):
+    config = tmp_path / "absent.yaml"
+
+    result = run_cli([config, "--set", f"storage_path={storage}"], tmp_path)
+
+    assert_usage_error(result, str(config), "cannot read the study spec")
+    assert_nothing_written(storage)
+
+
+def test_malformed_yaml(tmp_path, storage):
+    config = tmp_path / "bad.yaml"
+    config.write_text("name: smoke\nfamily: {name: conv_vae\ntraining: {epochs: 1}\n")
+
+    result = run_cli([config, "--set", f"storage_path={storage}"], tmp_path)
+
+    assert_usage_error(result, str(config), "not valid YAML at line")
+    assert_nothing_written(storage)
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        pytest.param("training.epoch=1", ["training.epoch: unknown key 'epoch'", "epochs"], id="unknown-key"),
+        pytest.param("family.beta=-1", ["family.beta:", "greater than or equal to 0", "(got -1)"], id="negative-beta"),
+        pytest.param("training.epochs", ["--set training.epochs: expected KEY=VALUE"], id="no-equals"),
+        pytest.param("name.x=1", ["--set name.x=1: name is not a section"], id="through-a-scalar"),
+    ],
+)
+def test_bad_override(tmp_path, storage, override, fragments):
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", override], tmp_path)
+
+    assert_usage_error(result, *fragments)
+    assert_nothing_written(storage)
+
+
+def test_storage_path_is_a_file(tmp_path, dsprites_file):
+    storage = tmp_path / "occupied"
+    storage.write_text("not a directory\n")
+
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={dsprites_file}"], tmp_path)
+
+    assert_usage_error(result, "storage_path:", str(storage), "is a file")
+    assert storage.read_text() == "not a directory\n"
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_dataset_path_does_not_exist(tmp_path, storage):
+    data = tmp_path / "absent.npz"
+
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={data}"], tmp_path)
+
+    assert_usage_error(result, "dataset.path:", str(data), "no such file")
+    assert_nothing_written(storage)
+
+
+def test_dataset_file_with_wrong_keys(tmp_path, storage):
+    data = tmp_path / "wrong_keys.npz"
+    np.savez(data, foo=np.zeros(3))
+
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={data}"], tmp_path)
+
+    assert_usage_error(result, str(data), "key 'imgs' missing", "['foo']")
+    assert_nothing_written(storage)
+
+
+def test_dataset_file_not_an_npz(tmp_path, storage):
+    data = tmp_path / "text.npz"
+    data.write_text("these are not arrays\n")
+
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={data}"], tmp_path)
+
+    assert_usage_error(result, str(data), "not a readable .npz file")
+    assert_nothing_written(storage)
+
+
+def test_dataset_too_small_to_split(tmp_path, storage):
+    data = write_dsprites_npz(tmp_path / "two.npz", num=2)
+
+    result = run_cli(
+        [SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={data}",
+         "--set", "dataset.val_fraction=0.1"],
+        tmp_path,
+    )
+
+    assert_usage_error(result, "dataset.val_fraction=0.1", "empty train or val split")
+    assert_nothing_written(storage)
+
+
+def test_non_utf8_config(tmp_path, storage):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes(b"name: caf\xe9\n")
+
+    result = run_cli([config, "--set", f"storage_path={storage}"], tmp_path)
+
+    assert_usage_error(result, str(config))
+    assert_nothing_written(storage)

@@ -1,0 +1,95 @@
+"""Search space -> Tune param space and the seeded Optuna searcher, without starting Ray."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from study.spec import StudySpec
+
+
+def make_spec(**changes) -> StudySpec:
+    data = {
+        "name": "t",
+        "dataset": {"name": "dsprites"},
+        "family": {"name": "conv_vae", "latent_dim": 4},
+        "search_space": {"beta": {"type": "categorical", "choices": [1, 2, 4]}},
+        "search": {"algorithm": "grid", "repeats": 2},
+    }
+    data.update(changes)
+    return StudySpec(**data)
+
+
+def test_param_space_domains():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    from study.space import param_space
+
+    spec = make_spec(
+        search_space={
+            "beta": {"type": "float", "low": 0.5, "high": 16, "log": True},
+            "latent_dim": {"type": "int", "low": 2, "high": 6},
+            "lr": {"type": "categorical", "choices": [1e-3, 3e-3]},
+            "hidden_dim": {"type": "fixed", "value": 32},
+        },
+        family={"name": "conv_vae"},
+        search={"algorithm": "tpe", "num_samples": 4},
+    )
+    space = param_space(spec)
+    assert isinstance(space["beta"], Float) and space["beta"].lower == 0.5 and space["beta"].upper == 16
+    assert isinstance(space["latent_dim"], Integer)
+    # Tune's randint excludes its upper bound; the spec's high is inclusive.
+    assert space["latent_dim"].lower == 2 and space["latent_dim"].upper == 7
+    assert isinstance(space["lr"], Categorical) and space["lr"].categories == [1e-3, 3e-3]
+    assert space["hidden_dim"] == 32
+    family, training = spec.trial_settings({"beta": 2.0, "latent_dim": 3, "lr": 3e-3, "hidden_dim": 32})
+    assert (family.beta, family.latent_dim, family.hidden_dim, training.lr) == (2.0, 3, 32, 3e-3)
+
+
+def test_num_trials_grid_times_repeats():
+    from study.space import num_trials
+
+    assert num_trials(make_spec()) == 6
+    assert num_trials(make_spec(search={"algorithm": "grid", "num_samples": 2, "repeats": 3})) == 6
+    assert num_trials(make_spec(search={"algorithm": "random", "num_samples": 5})) == 5
+
+
+@pytest.mark.parametrize("algorithm, sampler", [("grid", "GridSampler"), ("tpe", "TPESampler"),
+                                                ("random", "RandomSampler"), ("nsga2", "NSGAIISampler")])
+def test_searcher_uses_seeded_optuna_sampler(algorithm, sampler):
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    from study.space import build_searcher
+
+    search = {"algorithm": algorithm, "repeats": 2}
+    if algorithm != "grid":
+        search["num_samples"] = 3
+    searcher = build_searcher(make_spec(search=search, seed=7))
+    assert isinstance(searcher, Repeater) and searcher.repeat == 2
+    assert isinstance(searcher.searcher, OptunaSearch)
+    assert type(searcher.searcher._sampler).__name__ == sampler
+    assert searcher.searcher.metric == "mig" and searcher.searcher.mode == "max"
+
+
+def test_multi_objective_repeater_tells_the_mean_of_each_metric():
+    from ray import tune
+
+    from study.space import _MultiObjectiveRepeater, build_searcher
+
+    spec = make_spec(objective={"metric": ["val_recon_loss", "mig"], "mode": ["min", "max"]},
+                     search={"algorithm": "nsga2", "num_samples": 2, "repeats": 2})
+    repeater = build_searcher(spec)
+    assert isinstance(repeater, _MultiObjectiveRepeater)
+    told = []
+    repeater.searcher.on_trial_complete = lambda trial_id, result=None, **kw: told.append((trial_id, result))
+    repeater.set_search_properties(None, None, {"beta": tune.choice([1, 2, 4])})
+    first = repeater.suggest("a")
+    second = repeater.suggest("b")
+    assert first["beta"] == second["beta"] and {first["__trial_index__"], second["__trial_index__"]} == {0, 1}
+    repeater.on_trial_complete("a", {"val_recon_loss": 10.0, "mig": 0.1})
+    assert told == []
+    repeater.on_trial_complete("b", {"val_recon_loss": 20.0, "mig": 0.3})
+    assert told[0][0] == "a"
+    assert told[0][1]["val_recon_loss"] == 15.0 and math.isclose(told[0][1]["mig"], 0.2)

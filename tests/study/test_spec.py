@@ -1,0 +1,379 @@
+"""The study spec: YAML -> StudySpec, one-line SpecErrors naming file and field, --set overrides.
+
+Each bad spec is the smoke spec with one thing changed, so the error can only come from that change.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from datasets.dsprites import DSpritesOptions
+from study.spec import (
+    CategoricalParam,
+    SpecError,
+    StudySpec,
+    TrainingSpec,
+    apply_overrides,
+    load_spec,
+)
+from trainables.families.conv_vae import ConvVAEConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, Any]:
+    """The smoke spec as a mapping; tests take a deep copy before changing it."""
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def write_spec(tmp_path: Path, data: dict[str, Any] | str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load_error(path: Path, overrides: list[str] = ()) -> str:
+    """The message of the SpecError that ``load_spec`` raises, checked to be one line."""
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    msg = str(info.value)
+    assert msg, "SpecError with an empty message"
+    assert "\n" not in msg, f"SpecError message spans lines: {msg!r}"
+    return msg
+
+
+# --- a valid spec ---------------------------------------------------------------------------
+
+
+def test_smoke_spec_loads_with_its_values():
+    spec = load_spec(SMOKE)
+
+    assert spec.name == "smoke"
+    assert spec.storage_path == Path("studies")
+    assert spec.study_dir == (Path("studies") / "smoke").resolve()
+    assert spec.seed == 0
+    assert spec.dataset == {"name": "dsprites", "val_fraction": 0.2, "limit": 3000}
+    assert spec.family == {"name": "conv_vae", "latent_dim": 4, "filters": [8, 8, 16, 16], "hidden_dim": 32}
+    assert list(spec.search_space) == ["beta"]
+    beta = spec.search_space["beta"]
+    assert isinstance(beta, CategoricalParam) and beta.choices == [1, 4]
+    assert spec.searched_params == ["beta"]
+    assert spec.grid_size == 2
+    assert (spec.objective.metric, spec.objective.mode, spec.objective.multi) == ("mig", "max", False)
+    assert (spec.search.algorithm, spec.search.repeats, spec.search.num_samples) == ("grid", 1, None)
+    assert spec.scheduler.name == "none"
+    assert (spec.training.epochs, spec.training.batch_size) == (1, 64)
+    assert spec.training.lr == 1e-3  # the default, not in the file
+    assert spec.resources.cpus_per_trial == 1.0
+    assert (spec.evaluation.metrics, spec.evaluation.num_train) == (["mig"], 500)
+
+
+def test_smoke_spec_dataset_options():
+    options = load_spec(SMOKE).dataset_options()
+
+    assert isinstance(options, DSpritesOptions)
+    assert (options.path, options.val_fraction, options.limit) == (None, 0.2, 3000)
+
+
+def test_trial_settings_put_searched_beta_into_the_family_config():
+    family, training = load_spec(SMOKE).trial_settings({"beta": 4})
+
+    assert isinstance(family, ConvVAEConfig)
+    assert family.beta == 4.0
+    assert (family.latent_dim, family.filters, family.hidden_dim) == (4, (8, 8, 16, 16), 32)
+    assert isinstance(training, TrainingSpec)
+    assert (training.epochs, training.batch_size, training.lr) == (1, 64, 1e-3)
+
+
+def test_trial_settings_put_searched_lr_into_training(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["family"]["beta"] = 2
+    data["search_space"] = {"lr": {"type": "categorical", "choices": [1e-3, 1e-2]}}
+    family, training = load_spec(write_spec(tmp_path, data)).trial_settings({"lr": 1e-2})
+
+    assert family.beta == 2.0
+    assert training.lr == 1e-2
+
+
+def test_spec_round_trips_through_json():
+    spec = load_spec(SMOKE)
+
+    assert StudySpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_written_copy_of_smoke_loads_the_same(tmp_path, base):
+    assert load_spec(write_spec(tmp_path, copy.deepcopy(base))) == load_spec(SMOKE)
+
+
+# --- bad specs --------------------------------------------------------------------------------
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set(section: str | None, **values: Any) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        (data if section is None else data[section]).update(values)
+
+    return mutate
+
+
+def _search(entry: Any, *, key: str = "beta", algorithm: str | None = None, num_samples: int | None = None) -> Mutation:
+    """Replaces the search space by ``{key: entry}`` (and optionally the search algorithm)."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["search_space"] = {key: entry}
+        if algorithm is not None:
+            data["search"] = {"algorithm": algorithm, "num_samples": num_samples}
+
+    return mutate
+
+
+def _fix_beta_search_lr(beta: Any) -> Mutation:
+    """beta fixed in family (so it is checked there), lr searched instead."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["family"]["beta"] = beta
+        data["search_space"] = {"lr": {"type": "categorical", "choices": [1e-3]}}
+
+    return mutate
+
+
+_CONV_VAE_KEYS = ", ".join(sorted(ConvVAEConfig.model_fields))
+
+# (mutation of the smoke mapping, fragments the one-line message must contain)
+BAD_SPECS = [
+    pytest.param(_set(None, foo=1), ["foo: unknown key 'foo'", "expected one of: dataset, evaluation, family"],
+                 id="unknown-top-level-key"),
+    pytest.param(_set("training", epoch=1), ["training.epoch: unknown key 'epoch'", "epochs"],
+                 id="unknown-key-in-training"),
+    pytest.param(_set("objective", direction="max"),
+                 ["objective.direction: unknown key", "expected one of: metric, mode"], id="unknown-key-in-objective"),
+    pytest.param(_set("family", latnt_dim=3),
+                 ["family.latnt_dim: unknown key 'latnt_dim'", f"expected one of: {_CONV_VAE_KEYS}"],
+                 id="misspelt-family-key"),
+    pytest.param(_set("dataset", foo=1), ["dataset.foo: unknown key 'foo'", "val_fraction"],
+                 id="unknown-key-in-dataset"),
+    pytest.param(_fix_beta_search_lr(-1), ["family.beta:", "greater than or equal to 0", "(got -1)"],
+                 id="negative-beta-in-family"),
+    pytest.param(_set("family", latent_dim=0), ["family.latent_dim:", "greater than 0", "(got 0)"],
+                 id="latent-dim-0"),
+    pytest.param(_set("family", filters=[]), ["family.filters:", "at least 1 item"], id="no-filters"),
+    pytest.param(_set("dataset", val_fraction=1.0), ["dataset.val_fraction:", "less than 1", "(got 1.0)"],
+                 id="val-fraction-1"),
+    pytest.param(_set("training", lr=0), ["training.lr:", "greater than 0", "(got 0)"], id="lr-0"),
+    pytest.param(_set("resources", cpus_per_trial=-1), ["resources.cpus_per_trial:", "greater than 0", "(got -1)"],
+                 id="negative-cpus"),
+    pytest.param(_set(None, seed=-1), ["seed:", "greater than or equal to 0"], id="negative-seed"),
+    pytest.param(_set(None, name="two words"), ["name:", "should match pattern", "'two words'"], id="bad-name"),
+    pytest.param(_search({"type": "float", "low": 5, "high": 1}, algorithm="tpe", num_samples=4),
+                 ["search_space.beta", "`low < high` must hold, but got (low=5.0, high=1.0)"],
+                 id="float-low-above-high"),
+    pytest.param(_search({"type": "float", "low": 0, "high": 1, "log": True}, algorithm="tpe", num_samples=4),
+                 ["search_space.beta", "a log range needs `low > 0`, but got low=0.0"], id="log-range-from-0"),
+    pytest.param(_search({"type": "int", "low": 3, "high": 3}, key="latent_dim", algorithm="tpe", num_samples=4),
+                 ["search_space.latent_dim", "(low=3, high=3)"], id="int-empty-range"),
+    pytest.param(_search({"type": "categorical", "choices": [1, -2]}),
+                 ["search_space.beta:", "greater than or equal to 0", "(got -2)"], id="searched-beta-negative"),
+    pytest.param(_search({"type": "categorical", "choices": [1e-3, 0]}, key="lr"),
+                 ["search_space.lr:", "greater than 0", "(got 0)"], id="searched-lr-0"),
+    pytest.param(_search({"type": "categorical", "choices": [1]}, key="gamma"),
+                 ["search_space.gamma: unknown parameter 'gamma'", "conv_vae", "latent_dim", "epochs"],
+                 id="unknown-search-parameter"),
+    pytest.param(_search({"type": "choice", "choices": [1, 4]}),
+                 ["search_space.beta: type must be one of float, int, categorical, fixed (got 'choice')"],
+                 id="bad-search-type"),
+    pytest.param(_search({"choices": [1, 4]}), ["search_space.beta: type must be one of"], id="missing-search-type"),
+    pytest.param(_search({"type": "fixed", "value": 2}), ["search_space: nothing to search"], id="nothing-searched"),
+    pytest.param(_search({"type": "float", "low": 1, "high": 4}),
+                 ["search_space.beta: grid search takes categorical choices or a fixed value, not a float range"],
+                 id="grid-with-float-range"),
+    pytest.param(_set("search", num_samples=3),
+                 ["search.num_samples: grid search has 2 configurations, but got num_samples=3"],
+                 id="grid-num-samples-above-grid"),
+    pytest.param(_set("search", algorithm="tpe"), ["search.num_samples: required for algorithm 'tpe'"],
+                 id="tpe-without-num-samples"),
+    pytest.param(_set("search", algorithm="bayes"), ["search.algorithm:", "'tpe'", "'bayes'"], id="unknown-algorithm"),
+    pytest.param(_set("objective", metric="val_accuracy"),
+                 ["objective.metric: 'val_accuracy' is not reported by family 'conv_vae'", "val_elbo"],
+                 id="objective-metric-not-reported"),
+    pytest.param(_set("objective", mode="maximize"), ["objective.mode"], id="bad-objective-mode"),
+    pytest.param(_set(None, objective={"metric": ["mig", "val_elbo"], "mode": ["max"]}),
+                 ["objective: multi-objective needs >= 2 metrics and one mode each", "mode=['max']"],
+                 id="metric-mode-lengths-differ"),
+    pytest.param(_set(None, objective={"metric": ["mig", "val_elbo"], "mode": "max"}),
+                 ["objective.metric and objective.mode must both be single values or both lists"],
+                 id="metric-list-mode-single"),
+    pytest.param(_set(None, objective={"metric": ["mig", "val_elbo"], "mode": ["max", "max"]},
+                      scheduler={"name": "asha"}),
+                 ["scheduler.name: ASHA", "multi-objective"], id="multi-objective-with-asha"),
+    pytest.param(_set(None, scheduler={"name": "asha"}),
+                 ["scheduler.metric: ASHA compares trials every epoch, but 'mig' is not reported every epoch",
+                  "val_elbo"], id="asha-on-mig"),
+    pytest.param(_set(None, objective={"metric": "val_elbo", "mode": "max"}, scheduler={"name": "asha", "max_t": 5}),
+                 ["scheduler.max_t: must be <= training.epochs=1, but got 5"], id="asha-max-t-above-epochs"),
+    pytest.param(_set("dataset", name="mnist"), ["dataset.name: unknown dataset 'mnist'", "['dsprites']"],
+                 id="unknown-dataset"),
+    pytest.param(_set("family", name="mlp_vae"), ["family.name: unknown family 'mlp_vae'", "['conv_vae']"],
+                 id="unknown-family"),
+    pytest.param(lambda data: data["family"].pop("name"), ["family.name: required"], id="family-without-name"),
+    pytest.param(lambda data: data.pop("name"), ["name: required"], id="missing-name"),
+    pytest.param(_set("evaluation", metrics=["sap"]), ["evaluation.metrics: unknown metric 'sap'", "['mig']"],
+                 id="unknown-evaluation-metric"),
+    pytest.param(_set("family", beta=2), ["search_space.beta: beta is both fixed in family and searched"],
+                 id="fixed-and-searched"),
+    pytest.param(_set(None, training=[1]), ["training:", "valid dictionary"], id="training-not-a-mapping"),
+]
+
+
+@pytest.mark.parametrize("mutate, fragments", BAD_SPECS)
+def test_bad_spec_raises_one_line_naming_file_and_field(tmp_path, base, mutate, fragments):
+    data = copy.deepcopy(base)
+    mutate(data)
+    path = write_spec(tmp_path, data)
+
+    msg = load_error(path)
+
+    assert msg.startswith(f"{path}: "), msg
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        pytest.param("name: x\nfamily: [1, 2\n", ["not valid YAML at line 3, column 1", "expected ',' or ']'"],
+                     id="unclosed-list"),
+        pytest.param("name: x\n\tfamily: 1\n", ["not valid YAML at line 2, column 1", "'\\t'"], id="tab-indent"),
+        pytest.param("- name: x\n- seed: 1\n", ["expected a mapping of study sections at the top level, got list"],
+                     id="top-level-list"),
+        pytest.param("", ["expected a mapping of study sections at the top level, got NoneType"], id="empty-file"),
+        pytest.param("just a string\n", ["at the top level, got str"], id="top-level-scalar"),
+    ],
+)
+def test_unparsable_spec_raises_one_line_naming_the_file(tmp_path, text, fragments):
+    path = write_spec(tmp_path, text)
+
+    msg = load_error(path)
+
+    assert msg.startswith(f"{path}: "), msg
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+def test_missing_spec_file_names_it(tmp_path):
+    path = tmp_path / "absent.yaml"
+
+    msg = load_error(path)
+
+    assert msg == f"{path}: cannot read the study spec (No such file or directory)"
+
+
+def test_non_utf8_spec_raises_spec_error(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+
+    msg = load_error(path)
+
+    assert msg.startswith(f"{path}: ")
+
+
+def test_control_character_in_spec_gives_one_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: a\x00b\n")
+
+    msg = load_error(path)
+
+    assert msg.startswith(f"{path}: not valid YAML")
+
+
+def test_unknown_key_with_newline_gives_one_line(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["a\nb"] = 1
+    path = write_spec(tmp_path, data)
+
+    msg = load_error(path)
+
+    assert "unknown key 'a\\nb'" in msg
+
+
+# --- overrides --------------------------------------------------------------------------------
+
+
+def test_overrides_set_nested_values_typed_as_yaml():
+    data = {"training": {"epochs": 1}, "search_space": {"beta": {"type": "categorical", "choices": [1, 4]}}}
+
+    overrides = ["training.epochs=3", "search_space.beta.choices=[1,2]", "name=run2", "training.lr=0.01"]
+    out = apply_overrides(data, overrides)
+
+    assert out is data
+    assert out["training"] == {"epochs": 3, "lr": 0.01}
+    assert type(out["training"]["epochs"]) is int
+    assert out["search_space"]["beta"] == {"type": "categorical", "choices": [1, 2]}
+    assert out["name"] == "run2"
+
+
+def test_override_creates_missing_sections():
+    assert apply_overrides({}, ["scheduler.name=asha"]) == {"scheduler": {"name": "asha"}}
+
+
+def test_override_with_empty_value_sets_empty_string():
+    assert apply_overrides({"name": "x"}, ["name="]) == {"name": ""}
+
+
+def test_overrides_reach_the_loaded_spec():
+    spec = load_spec(SMOKE, ["training.epochs=3", "search_space.beta.choices=[1,2,8]", "family.latent_dim=6"])
+
+    assert spec.training.epochs == 3
+    assert spec.search_space["beta"].choices == [1, 2, 8]
+    assert spec.grid_size == 3
+    assert spec.family["latent_dim"] == 6
+    assert load_spec(SMOKE).training.epochs == 1  # the file is untouched
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        pytest.param("training.epochs", "expected KEY=VALUE", id="no-equals"),
+        pytest.param("=3", "expected KEY=VALUE", id="empty-key"),
+        pytest.param("training..epochs=3", "expected KEY=VALUE", id="empty-key-part"),
+        pytest.param("name.x=1", "name is not a section", id="through-a-scalar"),
+        pytest.param("family.filters.0=4", "family.filters is not a section", id="through-a-list"),
+        pytest.param("training.epochs=[1", "the value is not valid YAML", id="bad-yaml-value"),
+    ],
+)
+def test_bad_override_raises_spec_error_naming_it(override, fragment):
+    data = {"name": "smoke", "training": {"epochs": 1}, "family": {"filters": [8, 8]}}
+
+    with pytest.raises(SpecError) as info:
+        apply_overrides(data, [override])
+
+    msg = str(info.value)
+    assert msg.startswith(f"--set {override}: "), msg
+    assert fragment in msg
+    assert "\n" not in msg
+
+
+def test_override_to_unknown_key_names_it():
+    msg = load_error(SMOKE, ["training.epoch=1"])
+
+    assert msg.startswith(f"{SMOKE}: training.epoch: unknown key 'epoch'"), msg
+
+
+def test_override_to_out_of_range_value_names_the_field():
+    msg = load_error(SMOKE, ["family.beta=-1", "search_space={lr: {type: categorical, choices: [0.001]}}"])
+
+    assert msg.startswith(f"{SMOKE}: family.beta: "), msg
+    assert "(got -1)" in msg
+
+
+def test_override_through_a_scalar_via_load_spec():
+    msg = load_error(SMOKE, ["name.x=1"])
+
+    assert msg == "--set name.x=1: name is not a section"

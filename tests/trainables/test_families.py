@@ -1,0 +1,243 @@
+"""Every registered model family, through one parametrized module; and the shared losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
+from trainables.registry import Family, family_names, get_family
+
+# Per family: a small input shape (C, H, W), a tiny config, and values its config must refuse.
+# A new family fails test_every_family_has_a_setup until it gets a row here.
+SETUPS: dict[str, dict] = {
+    "conv_vae": {
+        "input_shape": (1, 16, 16),  # 16 divisible by 2 ** len(filters)
+        "config": {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3},
+        "invalid": {"beta": -1.0, "latent_dim": 0, "hidden_dim": 0, "filters": []},
+    },
+}
+
+BATCH = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these nets are tiny, and more threads only contend on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_family_has_a_setup():
+    missing = sorted(set(family_names()) - set(SETUPS))
+    assert not missing, f"add a row to SETUPS in {__file__} for the families {missing}"
+
+
+@pytest.fixture(params=family_names())
+def family(request) -> Family:
+    return get_family(request.param)
+
+
+@pytest.fixture
+def setup(family) -> dict:
+    if family.name not in SETUPS:
+        pytest.fail(f"family {family.name!r} has no row in SETUPS ({__file__}): add its input shape and tiny config")
+    return SETUPS[family.name]
+
+
+def build(family: Family, setup: dict, seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = family.config_cls(**{**setup["config"], **overrides})
+    return family.model_cls(config, setup["input_shape"])
+
+
+def binary_batch(setup: dict, batch: int = BATCH, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random binary images ``(B, *input_shape)``, each pixel on with probability 0.3."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, *setup["input_shape"])
+    return {"image": (torch.rand(shape, generator=generator) < 0.3).float()}  # (B, C, H, W)
+
+
+def sprite_batch(setup: dict, batch: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Binary images ``(B, *input_shape)``: one square of a quarter of the image width each, placed at random."""
+    generator = torch.Generator().manual_seed(seed)
+    channels, height, width = setup["input_shape"]
+    side = max(1, height // 4)
+    images = torch.zeros(batch, channels, height, width)
+    corners = torch.randint(0, height - side + 1, (batch, 2), generator=generator)
+    for image, (row, col) in zip(images, corners.tolist()):
+        image[:, row : row + side, col : col + side] = 1.0
+    return {"image": images}
+
+
+def test_config_round_trips_through_yaml(family, setup):
+    config = family.config_cls(**setup["config"])
+    text = yaml.safe_dump(config.model_dump(mode="json"))
+    assert family.config_cls(**yaml.safe_load(text)) == config
+
+
+def test_default_config_round_trips_through_yaml(family):
+    config = family.config_cls()
+    assert family.config_cls(**yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json")))) == config
+
+
+def test_config_is_frozen(family, setup):
+    config = family.config_cls(**setup["config"])
+    with pytest.raises(ValidationError):
+        config.latent_dim = 5
+
+
+@pytest.mark.parametrize("field", ["beta", "latent_dim", "hidden_dim", "filters"])
+def test_bad_config_value_is_refused_naming_the_field(family, setup, field):
+    if field not in setup["invalid"]:
+        pytest.skip(f"{family.name} has no invalid value listed for {field}")
+    with pytest.raises(ValidationError, match=field):
+        family.config_cls(**{**setup["config"], field: setup["invalid"][field]})
+
+
+def test_unknown_config_key_is_refused(family, setup):
+    with pytest.raises(ValidationError, match="not_a_field"):
+        family.config_cls(**setup["config"], not_a_field=1)
+
+
+def test_epoch_metrics_name_the_loss_terms(family):
+    assert {"train_loss", "val_loss", "val_elbo", "val_recon_loss", "val_kl"} <= set(family.epoch_metrics)
+
+
+def test_output_shapes(family, setup):
+    model = build(family, setup)
+    batch = binary_batch(setup)
+    out = model(batch)
+    latent_dim = setup["config"]["latent_dim"]
+    assert out.mu.shape == (BATCH, latent_dim)
+    assert out.logvar.shape == (BATCH, latent_dim)
+    assert out.recon.shape == batch["image"].shape
+    for name, value in out.terms().items():
+        assert value.shape == (), name
+    mu, logvar = model.encode(batch["image"])
+    assert mu.shape == logvar.shape == (BATCH, latent_dim)
+    assert model.decode(mu).shape == batch["image"].shape
+
+
+def test_loss_terms_are_finite_and_consistent(family, setup):
+    model = build(family, setup).eval()
+    out = model(binary_batch(setup))
+    terms = {k: float(v.detach()) for k, v in out.terms().items()}
+    assert all(math.isfinite(v) for v in terms.values()), terms
+    assert terms["recon_loss"] > 0 and terms["kl"] >= 0
+    # Untrained decoder logits are near 0: each pixel costs about log 2 nats.
+    pixels = math.prod(setup["input_shape"])
+    assert terms["recon_loss"] == pytest.approx(pixels * math.log(2), rel=0.2)
+    if "beta" in setup["config"] or hasattr(model, "beta"):
+        assert terms["loss"] == pytest.approx(terms["recon_loss"] + model.beta * terms["kl"], rel=1e-5)
+
+
+def test_eval_mode_is_deterministic(family, setup):
+    model = build(family, setup).eval()
+    batch = binary_batch(setup)
+    assert torch.equal(model(batch).recon, model(batch).recon)
+
+
+def test_backward_gives_finite_grads_on_every_parameter(family, setup):
+    model = build(family, setup).train()
+    model(binary_batch(setup)).loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+    assert any(parameter.grad.abs().sum() > 0 for parameter in model.parameters())
+
+
+def test_loss_falls_on_a_fixed_batch(family, setup):
+    model = build(family, setup)
+    batch = sprite_batch(setup)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.eval()
+    with torch.no_grad():
+        before = float(model(batch).loss)
+    model.train()
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(batch).loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = float(model(batch).loss)
+    # Pixels are on with probability 1/16: the marginals alone bring ~256 log 2 to ~60 nats.
+    assert after < 0.5 * before, (before, after)
+
+
+def test_image_size_not_fitting_the_filters_is_refused(family, setup):
+    if family.name != "conv_vae":
+        pytest.skip("conv-specific")
+    config = family.config_cls(**setup["config"])
+    with pytest.raises(ValueError, match="filters"):
+        family.model_cls(config, (1, 18, 18))  # 18 not divisible by 2 ** 2
+
+
+# trainables/losses.py
+
+
+def test_bernoulli_nll_equals_torch_distribution():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 2, 3, 4, generator=generator) * 3
+    target = (torch.rand(5, 2, 3, 4, generator=generator) < 0.5).float()
+    expected = -Bernoulli(logits=logits).log_prob(target).sum(dim=(1, 2, 3))
+    nll = bernoulli_nll(logits, target)
+    assert nll.shape == (5,)
+    torch.testing.assert_close(nll, expected)
+    assert (nll >= 0).all()
+
+
+def test_bernoulli_nll_of_fractional_targets_is_the_cross_entropy():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 7, generator=generator)
+    target = torch.rand(3, 7, generator=generator)
+    p = torch.sigmoid(logits)
+    expected = -(target * p.log() + (1 - target) * (1 - p).log()).sum(dim=1)
+    torch.testing.assert_close(bernoulli_nll(logits, target), expected)
+
+
+def test_bernoulli_nll_known_value():
+    # Logit 0 is p = 1/2: every pixel costs log 2 whatever its value.
+    nll = bernoulli_nll(torch.zeros(2, 1, 4, 4), torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 4, 4))
+    torch.testing.assert_close(nll, torch.full((2,), 16 * math.log(2)))
+
+
+def test_gaussian_kl_equals_torch_distribution():
+    generator = torch.Generator().manual_seed(0)
+    mu = torch.randn(6, 4, generator=generator) * 2
+    logvar = torch.randn(6, 4, generator=generator)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(dim=1)
+    kl = gaussian_kl(mu, logvar)
+    assert kl.shape == (6,)
+    torch.testing.assert_close(kl, expected)
+    assert (kl >= 0).all()
+
+
+def test_gaussian_kl_is_zero_at_the_prior():
+    assert torch.equal(gaussian_kl(torch.zeros(3, 5), torch.zeros(3, 5)), torch.zeros(3))
+
+
+def test_gaussian_kl_known_value():
+    # KL(N(1, 1) || N(0, 1)) = 1/2 per dimension.
+    torch.testing.assert_close(gaussian_kl(torch.ones(1, 4), torch.zeros(1, 4)), torch.tensor([2.0]))
+
+
+def test_reparameterize_moments_and_gradient():
+    torch.manual_seed(0)
+    mu = torch.full((20000, 2), 2.0, requires_grad=True)
+    logvar = torch.full((20000, 2), math.log(4.0), requires_grad=True)
+    z = reparameterize(mu, logvar)
+    assert z.shape == (20000, 2)
+    assert float(z.detach().mean()) == pytest.approx(2.0, abs=0.05)
+    assert float(z.detach().std()) == pytest.approx(2.0, abs=0.05)
+    z.sum().backward()
+    assert torch.equal(mu.grad, torch.ones_like(mu))
+    assert logvar.grad is not None and torch.isfinite(logvar.grad).all()

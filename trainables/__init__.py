@@ -1,0 +1,1 @@
+"""Model families, losses and the per-worker training loop of vae-study."""

@@ -1,0 +1,340 @@
+"""The training loop: a per-worker function and the Tune trial (driver) that runs it.
+
+``train_fn_per_worker`` trains one model: epochs over its dataset shard, a validation pass,
+one report and one checkpoint per epoch (rank 0 checkpoints model, optimizer and epoch),
+and the evaluation metrics (MIG, ...) after the last epoch. It resumes from the checkpoint
+its session hands it.
+
+``train_driver_fn`` is the Ray Tune function trainable. With ``resources.num_workers == 1``
+it runs the per-worker function itself, reporting through Tune; a ``TorchTrainer`` would
+add ~16 s of start-up and ~2 s per report to every trial for no parallelism. With more
+workers it launches a Train V2 ``TorchTrainer`` (DDP) whose reports reach Tune through
+``TuneReportCallback``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from trainables.registry import get_family
+
+__all__ = ["TrialConfig", "train_fn_per_worker", "train_driver_fn", "run_worker", "trial_seed", "load_checkpoint"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+TRIAL_FILE = "trial.json"
+REPEAT_KEY = "__trial_index__"  # set by tune.search.Repeater: the repeat index of a configuration
+
+
+def trial_seed(study_seed: int, repeat: int) -> int:
+    """The seed of a trial: derived from the study seed and the trial's repeat index.
+
+    Repeats of one configuration get distinct seeds; the same repeat index of two
+    configurations gets the same seed (common random numbers across configurations).
+    """
+    return int(np.random.SeedSequence([study_seed, repeat]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclass
+class TrialConfig:
+    """Everything a worker needs to train one trial (plain values, picklable)."""
+
+    family: str
+    family_config: dict[str, Any]
+    training: dict[str, Any]
+    input_shape: tuple[int, ...]
+    seed: int
+    metrics: list[str] = field(default_factory=list)
+    num_train: int = 10_000
+    threads: int = 1
+    ground_truth: Any = None  # datasets.base.ArrayGroundTruthData of the held-out rows, or None
+
+
+class Session(Protocol):
+    """Where a worker reports to: Ray Train (inside a TorchTrainer) or Ray Tune (in the trial)."""
+
+    world_rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+    def checkpoint(self): ...
+
+    def shard(self, name: str): ...
+
+    def device(self) -> torch.device: ...
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+
+def _quiet_ray_data() -> None:
+    """No per-epoch Ray Data progress bars in the trial logs (Tune's status table shows progress)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+class TrainSession:
+    """A worker of a Ray Train ``TorchTrainer``."""
+
+    def __init__(self):
+        import ray.train
+
+        _quiet_ray_data()
+        context = ray.train.get_context()
+        self.world_rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+
+    def report(self, metrics, checkpoint_dir):
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def shard(self, name):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def device(self):
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model) if self.world_size > 1 else model.to(self.device())
+
+
+class TuneSession:
+    """The single worker of a trial, running inside the Tune trial itself."""
+
+    world_rank = 0
+    world_size = 1
+
+    def __init__(self, datasets: dict[str, Any], use_gpu: bool):
+        _quiet_ray_data()
+        self._datasets = datasets
+        self._device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+    def report(self, metrics, checkpoint_dir):
+        import ray.tune
+
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
+
+    def shard(self, name):
+        return self._datasets[name].iterator()
+
+    def device(self):
+        return self._device
+
+    def prepare(self, model):
+        return model.to(self._device)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train per-worker entry point; ``config`` is ``asdict(TrialConfig)``."""
+    run_worker(TrialConfig(**config), TrainSession())
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Reads a trial checkpoint: ``model``, ``optimizer`` state dicts and ``epoch`` (epochs done).
+
+    Tensors only: ``torch.load(weights_only=True)`` refuses pickled objects.
+
+    Raises:
+        FileNotFoundError: If the directory holds no checkpoint file.
+        pickle.UnpicklingError: If the file holds anything but tensors and plain containers.
+    """
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def build_model(config: TrialConfig) -> torch.nn.Module:
+    """The trial's model, from its family name and config."""
+    family = get_family(config.family)
+    return family.model_cls(family.config_cls(**config.family_config), config.input_shape)
+
+
+def run_worker(config: TrialConfig, session: Session) -> None:
+    """Trains one model for ``training.epochs`` epochs, reporting once per epoch.
+
+    Raises:
+        FloatingPointError: If the training loss becomes NaN or infinite; the trial errors.
+    """
+    torch.set_num_threads(max(1, config.threads))
+    torch.manual_seed(config.seed + session.world_rank)
+    training = config.training
+    device = session.device()
+    model = build_model(config)
+    state = None
+    checkpoint = session.checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(directory)
+        model.load_state_dict(state["model"])
+    model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
+    core = model.module if hasattr(model, "module") else model
+    optimizer = _optimizer(training["optimizer"], model.parameters(), training["lr"])
+    done = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])  # moves the optimizer state to the parameters' device
+        done = int(state["epoch"])
+    train_shard = session.shard("train")
+    val_shard = session.shard("val") if session.world_rank == 0 else None
+
+    for epoch in range(done + 1, training["epochs"] + 1):
+        start = time.perf_counter()
+        model.train()
+        train_terms, seen = _run_epoch(model, train_shard, training["batch_size"], device, optimizer)
+        if not all(math.isfinite(v) for v in train_terms.values()):
+            raise FloatingPointError(f"training loss became non-finite at epoch {epoch}: {train_terms}")
+        metrics: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()}}
+        metrics["train_images_per_s"] = seen * session.world_size / (time.perf_counter() - start)
+        if session.world_rank != 0:
+            metrics["epoch_seconds"] = time.perf_counter() - start
+            session.report(metrics, None)
+            continue
+        core.eval()
+        with torch.no_grad():
+            val_terms, _ = _run_epoch(core, val_shard, training["batch_size"], device, None)
+        metrics.update({f"val_{k}": v for k, v in val_terms.items()})
+        metrics["val_elbo"] = -(val_terms["recon_loss"] + val_terms["kl"])
+        if epoch == training["epochs"]:
+            metrics.update(evaluate(core, config, device))
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        # Ray copies the checkpoint into the trial's storage during report(); the local copy then goes.
+        with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
+            _save_checkpoint(checkpoint_dir, core, optimizer, epoch, config)
+            session.report(metrics, checkpoint_dir)
+
+
+def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device) -> dict[str, float]:
+    """The evaluation metrics of ``config.metrics`` on the held-out ground-truth data."""
+    from analysis.metrics import METRICS
+
+    if not config.metrics or config.ground_truth is None:
+        return {}
+    model.eval()
+
+    def representation_fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode(torch.from_numpy(x).to(device))[0].cpu().numpy()
+
+    results: dict[str, float] = {}
+    for name in config.metrics:
+        rng = np.random.default_rng(config.seed)
+        results.update(METRICS[name](config.ground_truth, representation_fn, random_state=rng, num_train=config.num_train))
+    return results
+
+
+def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    return optimizers[name](params, lr=lr)
+
+
+def _run_epoch(model, shard, batch_size: int, device, optimizer) -> tuple[dict[str, float], int]:
+    """One pass over ``shard``; trains when ``optimizer`` is given. Returns mean terms and rows seen."""
+    sums: dict[str, float] = {}
+    seen = 0
+    for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
+        out = model(batch)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+        n = len(batch["image"])
+        for name, value in out.terms().items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+        seen += n
+    if seen == 0:
+        raise RuntimeError("the dataset shard yielded no rows")
+    return {name: total / seen for name, total in sums.items()}, seen
+
+
+def _save_checkpoint(directory: str, model, optimizer, epoch: int, config: TrialConfig) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+               os.path.join(directory, CHECKPOINT_FILE))
+    described = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "ground_truth"}
+    Path(directory, TRIAL_FILE).write_text(json.dumps(described, indent=2))
+
+
+def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, Any]) -> None:
+    """The Tune trial: derives the trial's settings and seed, then trains.
+
+    Args:
+        config: The trial's sampled search-space values, plus ``__trial_index__`` (repeat).
+        spec_json: The study spec as JSON.
+        data: ``{"train": Dataset, "val": Dataset, "input_shape": (C, H, W),
+            "ground_truth": ArrayGroundTruthData | None}``.
+    """
+    import ray.tune
+
+    from study.spec import StudySpec
+
+    spec = StudySpec.model_validate_json(spec_json)
+    params = {k: v for k, v in config.items() if k != REPEAT_KEY}
+    family_config, training = spec.trial_settings(params)
+    resources = spec.resources
+    trial = TrialConfig(
+        family=spec.family["name"],
+        family_config=family_config.model_dump(mode="json"),
+        training=training.model_dump(mode="json"),
+        input_shape=tuple(data["input_shape"]),
+        seed=trial_seed(spec.seed, int(config[REPEAT_KEY])),
+        metrics=list(spec.evaluation.metrics),
+        num_train=spec.evaluation.num_train,
+        threads=max(1, int(resources.cpus_per_trial // resources.num_workers)),
+        ground_truth=data["ground_truth"],
+    )
+    datasets = {"train": data["train"], "val": data["val"]}
+    if resources.num_workers == 1 and resources.trainer == "auto":
+        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0))
+        return
+
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = ray.tune.get_context()
+    restored = ray.tune.get_checkpoint()
+    per_worker = {"CPU": resources.cpus_per_trial / resources.num_workers}
+    if resources.gpus_per_trial:
+        per_worker["GPU"] = resources.gpus_per_trial / resources.num_workers
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=asdict(trial),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.gpus_per_trial > 0, resources_per_worker=per_worker
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=f"{context.get_experiment_name()}-{context.get_trial_id()}",
+            storage_path=str(Path(spec.study_dir, "train_runs")),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+        resume_from_checkpoint=ray.train.Checkpoint(restored.path, restored.filesystem) if restored else None,
+    )
+    trainer.fit()

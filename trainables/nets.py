@@ -1,0 +1,91 @@
+"""Network pieces shared by model families: conv encoder and decoder stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ConvEncoder", "ConvDecoder", "conv_output_size"]
+
+
+def conv_output_size(image_size: int, num_layers: int) -> int:
+    """Spatial size after ``num_layers`` stride-2 kernel-4 padding-1 convolutions.
+
+    Raises:
+        ValueError: If ``image_size`` is not divisible by ``2 ** num_layers``.
+    """
+    if image_size % (2**num_layers):
+        raise ValueError(
+            f"filters: {num_layers} stride-2 layers need an image size divisible by "
+            f"{2 ** num_layers}, but the images are {image_size} pixels wide"
+        )
+    return image_size // (2**num_layers)
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 conv stack, then a hidden linear layer, then ``out_dim`` outputs.
+
+    The beta-VAE paper's dSprites encoder with ``filters=[32, 32, 64, 64]``,
+    ``hidden_dim=256`` (Higgins et al. 2017, table 1; kernel 4, stride 2).
+
+    Args:
+        input_shape: ``(C, H, W)`` of the images, H == W.
+        filters: Output channels of each conv layer.
+        hidden_dim: Width of the linear layer after the convs.
+        out_dim: Number of outputs (``2 * latent_dim`` for mean and log-variance).
+    """
+
+    def __init__(self, input_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, out_dim: int):
+        super().__init__()
+        channels, height, _ = input_shape
+        size = conv_output_size(height, len(filters))
+        layers: list[nn.Module] = []
+        for width in filters:
+            layers += [nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * size * size, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps images ``(B, C, H, W)`` to ``(B, out_dim)``."""
+        return self.head(self.convs(x))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: linear layers, then stride-2 transposed convs.
+
+    Args:
+        output_shape: ``(C, H, W)`` of the images to produce.
+        filters: The encoder's filters; the decoder uses them in reverse.
+        hidden_dim: Width of the first linear layer.
+        in_dim: Size of the latent code.
+    """
+
+    def __init__(self, output_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, in_dim: int):
+        super().__init__()
+        channels, height, _ = output_shape
+        self.size = conv_output_size(height, len(filters))
+        widths = list(reversed(filters))
+        self.start_channels = widths[0]
+        self.head = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, widths[0] * self.size * self.size),
+            nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(widths, widths[1:] + [channels]):
+            layers += [nn.ConvTranspose2d(width_in, width_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+        self.deconvs = nn.Sequential(*layers[:-1])  # no activation on the output: logits or means
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Maps codes ``(B, in_dim)`` to images ``(B, C, H, W)`` (unnormalised)."""
+        h = self.head(z).view(-1, self.start_channels, self.size, self.size)  # (B, F, s, s)
+        return self.deconvs(h)
