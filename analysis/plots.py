@@ -1,29 +1,154 @@
-"""Plots of study results; each function takes the results table and returns a Figure."""
+"""Plots of study results; each function returns a matplotlib Figure.
+
+Result plots take the trials table (``trials.parquet``) or the epochs table
+(``epochs.parquet``); only finished trials (status ``TERMINATED``) are plotted from the
+trials table. Model plots take a trained model (``analysis.checkpoints.load_trial_model``)
+and observations or codes.
+
+Missing data is handled one way throughout: a configuration column that is asked for and
+absent raises ``KeyError``; a metric that no finished trial reported (absent, or all NaN)
+leaves its panel empty with a note saying so, since a study whose trials all failed
+reports nothing.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors as mcolors
+from matplotlib import ticker as mticker
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from analysis.tables import DEFAULT_METRICS, _resolve_modes
 
-__all__ = ["tradeoff_figure"]
+__all__ = [
+    "tradeoff_figure",
+    "metric_vs_param_figure",
+    "rate_distortion_figure",
+    "pareto_mask",
+    "pareto_figure",
+    "spearman_matrix",
+    "metric_correlation_figure",
+    "learning_curves_figure",
+    "traversal_figure",
+    "reconstructions_figure",
+    "latent_pca_figure",
+]
+
+_LOG_SPAN = 8  # a positive colour/x range spanning this factor or more is drawn on a log scale
+
+
+# ----------------------------------------------------------------------------- shared helpers
 
 
 def _finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
 
 
+def _require(frame: pd.DataFrame, columns: Sequence[str], table: str) -> None:
+    """Raises KeyError naming the absent columns and the ones present."""
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise KeyError(f"column(s) {missing} not in the {table} table; it has {list(frame.columns)}")
+
+
+def _reported(frame: pd.DataFrame, metric: str) -> bool:
+    return metric in frame and frame[metric].notna().any()
+
+
+def _note(ax, text: str, title: str | None = None) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title)
+
+
+def _is_log_range(values: pd.Series) -> bool:
+    """Numeric, all > 0, and max / min >= ``_LOG_SPAN``."""
+    values = values.dropna()
+    if not len(values) or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    values = values.astype(float)
+    return bool((values > 0).all() and values.max() / values.min() >= _LOG_SPAN)
+
+
+def _panels(n: int, *, ncols: int = 3, size: tuple[float, float] = (4.8, 3.9)) -> tuple[Figure, list]:
+    """A figure with ``n`` axes on a grid of at most ``ncols`` columns (unused cells removed)."""
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), constrained_layout=True,
+                             squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+@dataclass
+class _Colours:
+    """Colours of a column's values: RGBA per row, plus a colourbar or legend to explain them."""
+
+    rgba: np.ndarray  # (N, 4)
+    mappable: ScalarMappable | None  # numeric values: for a colourbar
+    legend: list[Line2D] | None  # categorical values: legend handles
+    label: str
+
+
+def _colours(values: pd.Series, label: str, cmap: str = "viridis") -> _Colours:
+    """Numeric values on ``cmap`` (log-normed when they span >= 8x), others as categories; NaN grey."""
+    missing = values.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype(float)
+        known = numbers[~missing]
+        low, high = (known.min(), known.max()) if len(known) else (0.0, 1.0)
+        if high == low:
+            low, high = low - 0.5, high + 0.5
+        log = _is_log_range(numbers)
+        norm = mcolors.LogNorm(low, high) if log else mcolors.Normalize(low, high)
+        mappable = ScalarMappable(norm=norm, cmap=cmap)
+        rgba = mappable.to_rgba(numbers.fillna(low).to_numpy())
+        rgba[missing] = mcolors.to_rgba("0.6")
+        return _Colours(rgba, mappable, None, label + (" (log scale)" if log else ""))
+    names = values.astype(str).where(~values.isna(), "n/a")
+    categories = sorted(names.unique())
+    palette = plt.get_cmap("tab10" if len(categories) <= 10 else "tab20")
+    lookup = {c: palette(i % palette.N) for i, c in enumerate(categories)}
+    rgba = np.array([lookup[n] for n in names]).reshape(len(names), 4)
+    handles = [Line2D([], [], marker="o", ls="", color=lookup[c], label=c) for c in categories]
+    return _Colours(rgba, None, handles, label)
+
+
+def _explain(fig: Figure, ax, colours: _Colours) -> None:
+    """Adds the colourbar (numeric) or legend (categorical) that explains ``colours``."""
+    if colours.mappable is not None:
+        bar = fig.colorbar(colours.mappable, ax=ax)
+        bar.set_label(colours.label)
+        if isinstance(colours.mappable.norm, mcolors.LogNorm):
+            bar.ax.yaxis.set_major_locator(mticker.LogLocator(base=2))
+            bar.ax.yaxis.set_major_formatter(mticker.LogFormatterSciNotation(base=2))
+            bar.ax.yaxis.set_minor_locator(mticker.NullLocator())
+    elif colours.legend:
+        ax.legend(handles=colours.legend, title=colours.label, fontsize=8, title_fontsize=8)
+
+
+# ----------------------------------------------------------------------------- result plots
+
+
 def _metric_vs_param(ax, trials: pd.DataFrame, param: str, metric: str, log_x: bool) -> None:
     """Each trial as a dot, the per-value mean with a +/- std bar over repeats."""
-    if metric not in trials or trials[metric].notna().sum() == 0:
-        ax.text(0.5, 0.5, f"no {metric} reported", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(f"{metric} vs {param}")
+    ax.set_title(f"{metric} vs {param}")
+    if not _reported(trials, metric):
+        _note(ax, f"no {metric} reported")
         return
+    trials = trials.dropna(subset=[param, metric])
     ax.scatter(trials[param], trials[metric], s=14, alpha=0.5, color="tab:gray", label="trials")
     stats = trials.groupby(param)[metric].agg(["mean", "std"]).reset_index()
     ax.errorbar(stats[param], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
@@ -32,8 +157,82 @@ def _metric_vs_param(ax, trials: pd.DataFrame, param: str, metric: str, log_x: b
     ax.set_ylabel(metric)
     if log_x:
         ax.set_xscale("log", base=2)
-    ax.set_title(f"{metric} vs {param}")
     ax.grid(alpha=0.3)
+
+
+def _rate_distortion(fig: Figure, ax, trials: pd.DataFrame, color_by: str | None) -> None:
+    """``val_kl`` against ``val_recon_loss`` of each trial, coloured by ``color_by``."""
+    ax.set_title("rate-distortion")
+    absent = [m for m in ("val_kl", "val_recon_loss") if not _reported(trials, m)]
+    if absent:
+        _note(ax, f"no {' or '.join(absent)} reported")
+        return
+    points = trials.dropna(subset=["val_kl", "val_recon_loss"])
+    if color_by is None:
+        ax.scatter(points["val_kl"], points["val_recon_loss"], s=30, color="tab:blue")
+    else:
+        colours = _colours(points[color_by], color_by)
+        ax.scatter(points["val_kl"], points["val_recon_loss"], s=30, c=colours.rgba)
+        _explain(fig, ax, colours)
+    ax.set_xlabel("val_kl (rate, nats)")
+    ax.set_ylabel("val_recon_loss (distortion, nats)")
+    ax.grid(alpha=0.3)
+
+
+def metric_vs_param_figure(
+    trials: pd.DataFrame, param: str, metrics: Sequence[str] = DEFAULT_METRICS
+) -> Figure:
+    """Each metric against one configuration column: trials as dots, mean ± std over repeats.
+
+    Args:
+        trials: The trials table; finished trials are plotted.
+        param: Configuration column on the x axes: a log2 axis when its values are all > 0
+            and span >= 8x, a linear one for other numbers, categories for other values.
+        metrics: Metric columns, one panel each (at most 3 per row).
+
+    Returns:
+        A Figure with ``len(metrics)`` axes.
+
+    Raises:
+        KeyError: If ``param`` is not a column.
+        ValueError: If ``metrics`` is empty.
+    """
+    if not metrics:
+        raise ValueError("`metrics` must name at least one metric, but got none")
+    _require(trials, [param], "trials")
+    done = _finished(trials)
+    fig, axes = _panels(len(metrics))
+    log_x = _is_log_range(done[param])
+    for ax, metric in zip(axes, metrics):
+        _metric_vs_param(ax, done, param, metric, log_x)
+    drawn = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if drawn:
+        drawn[0].legend(fontsize=8)
+    return fig
+
+
+def rate_distortion_figure(trials: pd.DataFrame, color_by: str | None = "beta") -> Figure:
+    """The rate-distortion plane: ``val_kl`` (rate, nats) vs ``val_recon_loss`` (distortion, nats).
+
+    Args:
+        trials: The trials table; finished trials are plotted.
+        color_by: Configuration column colouring the points (a log colour scale when its
+            values are all > 0 and span >= 8x; a legend for non-numeric columns), or None.
+
+    Returns:
+        A Figure with one axes (plus a colourbar axes for a numeric ``color_by``).
+
+    Raises:
+        KeyError: If ``color_by`` is not a column.
+
+    References:
+        Alemi et al. 2018, "Fixing a Broken ELBO", ICML, arXiv:1711.00464 (fig. 1).
+    """
+    if color_by is not None:
+        _require(trials, [color_by], "trials")
+    fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
+    _rate_distortion(fig, ax, _finished(trials), color_by)
+    return fig
 
 
 def tradeoff_figure(trials: pd.DataFrame, param: str = "beta") -> Figure:
@@ -44,7 +243,7 @@ def tradeoff_figure(trials: pd.DataFrame, param: str = "beta") -> Figure:
 
     Args:
         trials: The trials table; finished trials are plotted.
-        param: Numeric configuration column on the x axes (log2 scale when all > 0).
+        param: Configuration column on the x axes (log2 scale when all > 0 and spanning >= 8x).
 
     Returns:
         A 1x3 matplotlib Figure.
@@ -52,24 +251,384 @@ def tradeoff_figure(trials: pd.DataFrame, param: str = "beta") -> Figure:
     Raises:
         KeyError: If ``param`` is not a column.
     """
-    if param not in trials:
-        raise KeyError(f"no column {param!r} in the trials table")
+    _require(trials, [param], "trials")
     done = _finished(trials)
-    numeric = pd.api.types.is_numeric_dtype(done[param])
-    log_x = bool(numeric and len(done) and (done[param] > 0).all() and done[param].max() / done[param].min() >= 8)
+    log_x = _is_log_range(done[param])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     _metric_vs_param(axes[0], done, param, "mig", log_x)
     _metric_vs_param(axes[1], done, param, "val_recon_loss", log_x)
-    ax = axes[2]
-    if {"val_kl", "val_recon_loss"} <= set(done.columns) and len(done):
-        colors = np.log2(done[param].astype(float)) if log_x else done[param].astype(float) if numeric else None
-        points = ax.scatter(done["val_kl"], done["val_recon_loss"], c=colors, cmap="viridis", s=30)
-        if colors is not None:
-            bar = fig.colorbar(points, ax=ax)
-            bar.set_label(f"log2 {param}" if log_x else param)
-    ax.set_xlabel("val_kl (rate, nats)")
-    ax.set_ylabel("val_recon_loss (distortion, nats)")
-    ax.set_title("rate-distortion")
+    _rate_distortion(fig, axes[2], done, param)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
+    return fig
+
+
+def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """Which rows are not dominated: no other row is as good in every objective and better in one.
+
+    Rows with a NaN are never on the front and never dominate. Equal rows do not
+    dominate each other, so tied points on the front are all kept.
+
+    Args:
+        values: float ``(N, M)``, ``M`` objectives per row.
+        modes: ``M`` entries, ``"min"`` or ``"max"``, the better direction of each objective.
+
+    Returns:
+        bool ``(N,)``, True for rows on the Pareto front.
+
+    Raises:
+        ValueError: If ``values`` is not 2-D or ``modes`` does not match its columns.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"`values` must be (N, M), but got shape {values.shape}")
+    modes = list(modes)
+    if len(modes) != values.shape[1] or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"`modes` must hold {values.shape[1]} of 'min'/'max', but got {modes}")
+    cost = values * np.where(np.array(modes) == "max", -1.0, 1.0)  # (N, M), lower is better
+    valid = ~np.isnan(cost).any(axis=1)
+    mask = np.zeros(len(cost), dtype=bool)
+    others = cost[valid]  # (V, M)
+    for i in np.flatnonzero(valid):
+        dominated = (others <= cost[i]).all(axis=1) & (others < cost[i]).any(axis=1)  # (V,)
+        mask[i] = not dominated.any()
+    return mask
+
+
+def _direction(mode: str) -> str:
+    return "higher is better" if mode == "max" else "lower is better"
+
+
+def pareto_figure(
+    trials: pd.DataFrame, metrics: Sequence[str] = ("mig", "val_recon_loss"), modes: Sequence[str] | None = None
+) -> Figure:
+    """Two objectives of the finished trials with their Pareto front.
+
+    Non-dominated trials are drawn solid and joined in order of the first objective;
+    dominated ones are faded (alpha 0.25).
+
+    Args:
+        trials: The trials table.
+        metrics: Exactly two metric columns.
+        modes: ``"min"``/``"max"`` per metric; by default from the metric's name
+            (``study.spec.metric_mode``: losses min, ``val_elbo`` and ``mig`` max).
+
+    Returns:
+        A Figure with one axes.
+
+    Raises:
+        ValueError: If ``metrics`` does not hold two names or ``modes`` does not match.
+        KeyError: If ``modes`` is None and a metric has no known direction.
+    """
+    metrics = list(metrics)
+    if len(metrics) != 2:
+        raise ValueError(f"`metrics` must name 2 objectives, but got {metrics}")
+    modes = _resolve_modes(metrics, modes)
+    fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
+    ax.set_title(f"Pareto front: {metrics[0]} vs {metrics[1]}")
+    absent = [m for m in metrics if not _reported(_finished(trials), m)]
+    if absent:
+        _note(ax, f"no {' or '.join(absent)} reported by a finished trial")
+        return fig
+    points = _finished(trials).dropna(subset=metrics)
+    values = points[metrics].to_numpy(dtype=float)  # (N, 2)
+    front = pareto_mask(values, modes)
+    ax.scatter(values[~front, 0], values[~front, 1], s=24, color="tab:gray", alpha=0.25, label="dominated")
+    order = np.argsort(values[front, 0], kind="stable")
+    ax.plot(values[front, 0][order], values[front, 1][order], "-o", color="tab:red", ms=6,
+            label=f"non-dominated ({int(front.sum())} of {len(front)})")
+    ax.set_xlabel(f"{metrics[0]} ({_direction(modes[0])})")
+    ax.set_ylabel(f"{metrics[1]} ({_direction(modes[1])})")
     ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def spearman_matrix(trials: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+    """Spearman rank correlations between the metrics over finished trials.
+
+    Args:
+        trials: The trials table.
+        metrics: Metric columns; absent or never-reported ones are left out.
+
+    Returns:
+        Square DataFrame indexed by the reported metrics, values in ``[-1, 1]`` (NaN where
+        a metric is constant or two metrics share fewer than 2 trials).
+    """
+    done = _finished(trials)
+    present = [m for m in metrics if _reported(done, m)]
+    return done[present].astype(float).corr(method="spearman", min_periods=2)
+
+
+def metric_correlation_figure(trials: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> Figure:
+    """Spearman rank correlation between metrics over finished trials, as an annotated heatmap.
+
+    Args:
+        trials: The trials table.
+        metrics: Metric columns; absent or never-reported ones are left out.
+
+    Returns:
+        A Figure with the heatmap axes and its colourbar, or one annotated axes when fewer
+        than two metrics were reported.
+    """
+    corr = spearman_matrix(trials, metrics)
+    n = len(corr)
+    fig, ax = plt.subplots(figsize=(1.3 * n + 3, 1.1 * n + 2), constrained_layout=True)
+    ax.set_title("Spearman rank correlation over trials")
+    if n < 2:
+        _note(ax, f"fewer than 2 metrics reported (of {list(metrics)})")
+        return fig
+    matrix = corr.to_numpy()  # (n, n)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")  # NaN (a constant metric) in grey
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=-1, vmax=1, cmap=cmap)
+    for i in range(n):
+        for j in range(n):
+            value = matrix[i, j]
+            text = "n/a" if np.isnan(value) else f"{value:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if not np.isnan(value) and abs(value) > 0.6 else "black")
+    ax.set_xticks(range(n), corr.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), corr.index)
+    fig.colorbar(image, ax=ax).set_label("Spearman ρ")
+    return fig
+
+
+def learning_curves_figure(
+    epochs: pd.DataFrame,
+    metrics: Sequence[str] = ("train_loss", "val_elbo"),
+    color_by: str | None = None,
+    trials: pd.DataFrame | None = None,
+) -> Figure:
+    """Each trial's metrics over epochs, one panel per metric.
+
+    Args:
+        epochs: The epochs table (``trial_id``, ``epoch`` and metric columns). All trials
+            are drawn, including those that failed or were stopped early.
+        metrics: Metric columns, one panel each.
+        color_by: Configuration column of ``trials`` colouring the lines (joined on
+            ``trial_id``); None gives each trial its own colour.
+        trials: The trials table; needed with ``color_by``.
+
+    Returns:
+        A Figure with ``len(metrics)`` axes (plus a colourbar axes for a numeric ``color_by``).
+
+    Raises:
+        KeyError: If ``trial_id``/``epoch`` are missing from ``epochs``, or ``color_by`` or
+            ``trial_id`` from ``trials``.
+        ValueError: If ``metrics`` is empty, or ``color_by`` is given without ``trials``.
+    """
+    if not metrics:
+        raise ValueError("`metrics` must name at least one metric, but got none")
+    _require(epochs, ["trial_id", "epoch"], "epochs")
+    colours = None
+    trial_ids = list(dict.fromkeys(epochs["trial_id"]))
+    if color_by is not None:
+        if trials is None:
+            raise ValueError(f"color_by={color_by!r} needs the trials table, but got trials=None")
+        _require(trials, ["trial_id", color_by], "trials")
+        config = trials.drop_duplicates("trial_id").set_index("trial_id")[color_by]
+        colours = _colours(config.reindex(trial_ids), color_by)
+    fig, axes = _panels(len(metrics))
+    cycle = plt.get_cmap("tab10" if len(trial_ids) <= 10 else "tab20")
+    curves = {tid: frame.sort_values("epoch") for tid, frame in epochs.groupby("trial_id", sort=False)}
+    for ax, metric in zip(axes, metrics):
+        ax.set_title(f"{metric} over epochs")
+        if not _reported(epochs, metric):
+            _note(ax, f"no {metric} reported")
+            continue
+        for i, tid in enumerate(trial_ids):
+            curve = curves[tid].dropna(subset=[metric])
+            colour = colours.rgba[i] if colours is not None else cycle(i % cycle.N)
+            ax.plot(curve["epoch"], curve[metric], color=colour, lw=1.3, alpha=0.85,
+                    marker="o" if len(curve) <= 30 else None, ms=3, label=str(tid))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    drawn = [ax for ax in axes if ax.lines]
+    if colours is not None and drawn:
+        _explain(fig, drawn[-1], colours)
+    elif drawn and len(trial_ids) <= 10:
+        drawn[0].legend(title="trial", fontsize=7, title_fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------- model plots
+
+
+def _observation_means(model, logits):
+    """Decoder outputs -> mean images in [0, 1]: sigmoid for a Bernoulli likelihood.
+
+    The likelihood is read from ``model.config.likelihood`` (Bernoulli when absent); any
+    other likelihood is taken to output means, clipped to [0, 1].
+    """
+    import torch
+
+    likelihood = getattr(getattr(model, "config", None), "likelihood", "bernoulli")
+    return torch.sigmoid(logits) if likelihood == "bernoulli" else logits.clamp(0, 1)
+
+
+def _check_images(x, what: str, rows: int | None = None) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    if x.ndim != 4 or (rows is not None and x.shape[0] != rows) or x.shape[0] < 1:
+        shape = f"({rows}, C, H, W)" if rows is not None else "(N, C, H, W) with N >= 1"
+        raise ValueError(f"`{what}` must be {shape}, but got shape {x.shape}")
+    return x
+
+
+def _displayable(images: np.ndarray) -> np.ndarray:
+    """``(N, C, H, W)`` -> ``(N, H, W)`` gray (C = 1), ``(N, H, W, 3)`` RGB (C = 3), or the
+    channels side by side ``(N, H, C * W)`` gray (other C)."""
+    n, c, h, w = images.shape
+    if c == 1:
+        return images[:, 0]
+    if c == 3:
+        return images.transpose(0, 2, 3, 1)
+    return images.transpose(0, 2, 1, 3).reshape(n, h, c * w)
+
+
+def _mosaic(cells: np.ndarray, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Cells ``(R, K, h, w[, 3])`` -> one image ``(R*(h+pad)-pad, K*(w+pad)-pad[, 3])``."""
+    rows, cols, h, w = cells.shape[:4]
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad) + cells.shape[4:], fill, dtype=np.float32)
+    for r in range(rows):
+        for k in range(cols):
+            out[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = cells[r, k]
+    return out
+
+
+def _show(ax, mosaic: np.ndarray) -> None:
+    ax.imshow(np.clip(mosaic, 0, 1), cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+
+
+def traversal_figure(model, x: np.ndarray, *, span: float = 2.0, steps: int = 9) -> Figure:
+    """Latent traversals of one observation: each latent swept, the others held at their mean.
+
+    ``x`` is encoded to its posterior mean ``mu``; latent ``d`` takes the values
+    ``mu[d] + t`` for ``steps`` values of ``t`` evenly spaced in ``[-span, span]``, in units of
+    the prior's standard deviation (1 for the N(0, I) prior); each code is decoded to its
+    mean image (sigmoid of the logits for a Bernoulli likelihood).
+
+    Args:
+        model: A VAE with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``, on the CPU.
+        x: float32 ``(1, C, H, W)`` in ``[0, 1]``.
+        span: Half-width of the sweep, in prior standard deviations (> 0).
+        steps: Number of values per latent (>= 2).
+
+    Returns:
+        A Figure with one axes holding one image: the grid of ``latent_dim`` rows by ``steps``
+        columns of ``H x W`` cells, 1-pixel white separators (shape
+        ``(latent_dim * (H + 1) - 1, steps * (W + 1) - 1)``, RGB for 3 channels, other
+        channel counts side by side). Row labels give each latent's posterior mean and its
+        KL to the prior (nats) for ``x``; a near-zero KL marks an inactive latent.
+
+    Raises:
+        ValueError: If ``x`` is not ``(1, C, H, W)``, ``span <= 0`` or ``steps < 2``.
+
+    References:
+        Higgins et al. 2017, "beta-VAE", ICLR (fig. 7); disentanglement_lib's
+        ``visualize_model`` traversals.
+    """
+    import torch
+
+    if span <= 0 or steps < 2:
+        raise ValueError(f"`span > 0` and `steps >= 2` must hold, but got (span={span}, steps={steps})")
+    x = _check_images(x, "x", rows=1)
+    with torch.no_grad():
+        mu, logvar = model.encode(torch.from_numpy(x))  # (1, D), (1, D)
+        dims = mu.shape[1]
+        offsets = torch.linspace(-span, span, steps)  # (S,)
+        z = mu.repeat(dims * steps, 1).reshape(dims, steps, dims)  # (D, S, D)
+        z[torch.arange(dims), :, torch.arange(dims)] += offsets  # sweep latent d in row d
+        images = _observation_means(model, model.decode(z.reshape(dims * steps, dims))).numpy()  # (D*S, C, H, W)
+    kl = (0.5 * (mu**2 + logvar.exp() - logvar - 1))[0].numpy()  # (D,) nats
+    cells = _displayable(images)
+    mosaic = _mosaic(cells.reshape((dims, steps) + cells.shape[1:]))
+    h, w = cells.shape[1:3]
+    fig, ax = plt.subplots(figsize=(min(0.9 * steps + 2, 16), min(0.9 * dims + 1, 20)), constrained_layout=True)
+    _show(ax, mosaic)
+    ax.set_yticks([r * (h + 1) + h / 2 for r in range(dims)],
+                  [f"z{d} (μ={mu[0, d]:.2f}, KL={kl[d]:.2f})" for d in range(dims)], fontsize=8)
+    ax.set_xticks([k * (w + 1) + w / 2 for k in range(steps)], [f"{t:+.1f}" for t in offsets.tolist()], fontsize=8)
+    ax.set_xlabel("offset from μ (prior standard deviations)")
+    ax.set_title("latent traversals")
+    return fig
+
+
+def reconstructions_figure(model, x: np.ndarray) -> Figure:
+    """Observations above their reconstructions (decoded posterior means).
+
+    Args:
+        model: A VAE with ``encode``/``decode`` (and ``reconstruction_nll`` for the title), on the CPU.
+        x: float32 ``(N, C, H, W)`` in ``[0, 1]``; a dozen or so reads best.
+
+    Returns:
+        A Figure with one axes holding one image of 2 rows by ``N`` cells (shape
+        ``(2 * (H + 1) - 1, N * (W + 1) - 1)``, RGB for 3 channels); the title gives the mean
+        reconstruction NLL (nats per sample) when the model has ``reconstruction_nll``.
+
+    Raises:
+        ValueError: If ``x`` is not ``(N, C, H, W)``.
+    """
+    import torch
+
+    x = _check_images(x, "x")
+    with torch.no_grad():
+        inputs = torch.from_numpy(x)
+        logits = model.decode(model.encode(inputs)[0])  # (N, C, H, W)
+        recon = _observation_means(model, logits).numpy()
+        nll = model.reconstruction_nll(logits, inputs).mean().item() if hasattr(model, "reconstruction_nll") else None
+    cells = np.stack([_displayable(x), _displayable(recon)])  # (2, N, h, w[, 3])
+    h, w = cells.shape[2:4]
+    fig, ax = plt.subplots(figsize=(min(0.8 * len(x) + 1.5, 18), 2.6), constrained_layout=True)
+    _show(ax, _mosaic(cells))
+    ax.set_yticks([h / 2, h + 1 + h / 2], ["original", "reconstruction"], fontsize=8)
+    ax.set_xticks([])
+    ax.set_title("reconstructions" + (f" (mean NLL {nll:.1f} nats)" if nll is not None else ""))
+    return fig
+
+
+def latent_pca_figure(codes: np.ndarray, factors: np.ndarray, factor_names: Sequence[str]) -> Figure:
+    """Latent means projected to their first two principal components, coloured by each factor.
+
+    Args:
+        codes: float ``(N, latent_dim)`` posterior means (``analysis.checkpoints.representation_fn``).
+        factors: int ``(N, num_factors)`` ground-truth factor classes of the same observations.
+        factor_names: ``num_factors`` names, one panel each.
+
+    Returns:
+        A Figure with one scatter axes per factor, each with its colourbar. With
+        ``latent_dim == 1`` the y axis is 0.
+
+    Raises:
+        ValueError: If the shapes disagree or ``N < 2``.
+    """
+    from sklearn.decomposition import PCA
+
+    codes, factors = np.asarray(codes, dtype=float), np.asarray(factors)
+    if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors) or len(codes) < 2:
+        raise ValueError(f"`codes` (N, latent_dim) and `factors` (N, num_factors) with N >= 2 must hold, "
+                         f"but got shapes {codes.shape} and {factors.shape}")
+    if len(factor_names) != factors.shape[1]:
+        raise ValueError(f"`factor_names` must name {factors.shape[1]} factors, but got {list(factor_names)}")
+    pca = PCA(n_components=min(2, codes.shape[1]))
+    projected = pca.fit_transform(codes)  # (N, <=2)
+    if projected.shape[1] == 1:
+        projected = np.column_stack([projected, np.zeros(len(projected))])
+    ratios = list(pca.explained_variance_ratio_) + [0.0]
+    fig, axes = _panels(len(factor_names), size=(4.6, 3.8))
+    for ax, name, values in zip(axes, factor_names, factors.T):
+        low, high = values.min(), values.max()
+        if np.issubdtype(values.dtype, np.integer) and high - low < 20:  # classes: one colour each
+            cmap, norm = plt.get_cmap("viridis", high - low + 1), mcolors.Normalize(low - 0.5, high + 0.5)
+        else:
+            cmap, norm = plt.get_cmap("viridis"), None
+        points = ax.scatter(projected[:, 0], projected[:, 1], c=values, cmap=cmap, norm=norm, s=5, alpha=0.7)
+        bar = fig.colorbar(points, ax=ax)
+        bar.set_label(name)
+        if norm is not None:
+            bar.ax.yaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+        ax.set_title(f"latent PCA coloured by {name}")
+        ax.set_xlabel(f"PC1 ({100 * ratios[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC2 ({100 * ratios[1]:.0f}% of variance)")
     return fig

@@ -1,27 +1,93 @@
-"""``python -m analysis.report STUDY_DIR``: the study's table and plots, and a page linking them.
+"""``python -m analysis.report STUDY_DIR``: a study's tables and plots, and pages linking them.
 
-Writes into ``STUDY_DIR/report/``: ``disentanglement_table.md`` and ``.csv`` (per
-configuration, mean +/- std over repeats of mig, val_elbo, val_recon_loss, val_kl),
-``tradeoff.png``, and ``index.md`` that shows them.
+Writes into ``STUDY_DIR/report/``:
+
+* ``disentanglement_table.{md,csv,tex}``: per configuration, mean ± std over repeats of the
+  metrics reported (MIG and any other disentanglement metric, val_elbo, val_recon_loss, val_kl);
+* ``best_configurations.{md,csv,tex}``: the best configuration for each metric;
+* ``tradeoff.png`` (the searched parameter vs MIG and vs val_recon_loss, rate-distortion),
+  ``metrics_vs_<param>.png``, ``rate_distortion.png``, ``pareto.png``, ``metric_correlation.png``,
+  ``learning_curves.png``;
+* from the best trial's checkpoint (when the dataset can be loaded): ``traversals.png``,
+  ``reconstructions.png``, ``latent_pca.png``;
+* ``index.md`` and ``index.html`` showing all of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 
-from analysis.plots import tradeoff_figure
-from analysis.results import load_metadata, load_trials
-from analysis.tables import disentanglement_table, to_markdown, write_table
+matplotlib.use("Agg")  # files only; the plots module itself leaves the backend to Jupyter
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis import plots  # noqa: E402
+from analysis.metrics import metric_key_modes  # noqa: E402
+from analysis.results import load_epochs, load_metadata, load_trials  # noqa: E402
+from analysis.tables import best_configurations, disentanglement_table, to_markdown, write_table  # noqa: E402
 
 __all__ = ["write_report"]
 
+BASE_METRICS = ("val_elbo", "val_recon_loss", "val_kl")
 
-def write_report(study_dir: str | Path) -> Path:
+
+def _metrics(trials: pd.DataFrame) -> list[str]:
+    """Disentanglement metrics present in the table (suite order), then the ELBO terms."""
+    suite = [k for k in metric_key_modes() if k in trials and trials[k].notna().any()]
+    return suite + [m for m in BASE_METRICS if m in trials]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str, out: Path) -> tuple[list, str | None]:
+    """Traversals, reconstructions and latent PCA of the best trial; ``(paths, reason skipped)``."""
+    from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
+    from study.results import best_trial
+
+    best = best_trial(trials, metric, mode) if metric in trials else None
+    if best is None or not isinstance(best.get("checkpoint_path"), str) or not Path(best["checkpoint_path"]).is_dir():
+        return [], "no finished trial with a checkpoint"
+    try:
+        ground_truth = load_ground_truth(study_dir)
+    except Exception as err:  # the data file may live on another machine; the report goes on without it
+        return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
+    model, _ = load_trial_model(best["checkpoint_path"])
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(ground_truth), size=min(2000, len(ground_truth)), replace=False)
+    x = ground_truth.observations(rows)
+    codes = representation_fn(model)(x)
+    title = f"best trial by {metric}: {best['trial_id']}"
+    paths = []
+    fig = plots.traversal_figure(model, x[:1])
+    fig.suptitle(title)
+    paths.append(_save(fig, out / "traversals.png"))
+    fig = plots.reconstructions_figure(model, x[:10])
+    fig.suptitle(title)
+    paths.append(_save(fig, out / "reconstructions.png"))
+    fig = plots.latent_pca_figure(codes, ground_truth.factors[rows], ground_truth.factor_names)
+    fig.suptitle(f"PCA of latent means, {title}")
+    paths.append(_save(fig, out / "latent_pca.png"))
+    return paths, None
+
+
+def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
     """Writes the report of a study directory holding ``trials.parquet``; returns ``index.md``.
+
+    Args:
+        study_dir: The study directory.
+        model_figures: Also draw traversals, reconstructions and latent PCA of the best trial
+            (needs its checkpoint and the dataset file).
 
     Raises:
         FileNotFoundError: If the directory has no ``trials.parquet``.
@@ -31,32 +97,98 @@ def write_report(study_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{study_dir}: no trials.parquet (run the study, or python -m study.results)")
     trials = load_trials(study_dir)
     meta = load_metadata(study_dir)
+    epochs = load_epochs(study_dir) if (study_dir / "epochs.parquet").is_file() else None
     by = [p for p in meta.get("searched_params", []) if p in trials] or ["trial_id"]
+    metrics = _metrics(trials)
+    objective = meta.get("objective", {"metric": ["mig"], "mode": ["max"]})
     out = study_dir / "report"
     out.mkdir(exist_ok=True)
-    table = disentanglement_table(trials, by)
+
+    table = disentanglement_table(trials, by, metrics)
     write_table(table, out)
-    sections = [f"# Study {meta.get('name', study_dir.name)}\n",
-                f"{len(trials)} trials; status: {trials['status'].value_counts().to_dict()}.\n",
-                "## Disentanglement table (mean ± std over repeats)\n", to_markdown(table),
-                "\n[CSV](disentanglement_table.csv)\n"]
-    param = "beta" if "beta" in by else by[0]
-    if param != "trial_id":
-        fig = tradeoff_figure(trials, param)
-        fig.savefig(out / "tradeoff.png", dpi=110)
-        plt.close(fig)
-        sections += [f"\n## Trade-off over {param}\n", "![trade-off](tradeoff.png)\n"]
+    best = best_configurations(trials, by, metrics)
+    write_table(best, out, stem="best_configurations")
+    sections: list[tuple[str, str]] = [
+        ("text", f"{len(trials)} trials; status: {trials['status'].value_counts().to_dict()}."),
+        ("h2", "Disentanglement table (mean ± std over repeats)"),
+        ("table", to_markdown(table)),
+        ("text", "[CSV](disentanglement_table.csv) · [LaTeX](disentanglement_table.tex)"),
+        ("h2", "Best configuration per metric"),
+        ("table", to_markdown(best)),
+    ]
+    numeric = [p for p in by if p != "trial_id" and pd.api.types.is_numeric_dtype(trials[p])]
+    param = "beta" if "beta" in numeric else (numeric[0] if numeric else None)
+    figures: list[tuple[str, Path]] = []
+    if param and {"mig", "val_recon_loss"} & set(trials.columns):
+        figures.append((f"Trade-off over {param}", _save(plots.tradeoff_figure(trials, param), out / "tradeoff.png")))
+    for p in numeric:
+        figures.append((f"Metrics vs {p} (mean ± std over repeats)",
+                        _save(plots.metric_vs_param_figure(trials, p, metrics), out / f"metrics_vs_{p}.png")))
+    if {"val_kl", "val_recon_loss"} <= set(trials.columns):
+        figures.append(("Rate-distortion", _save(plots.rate_distortion_figure(trials, param), out / "rate_distortion.png")))
+    pair = objective["metric"] if len(objective["metric"]) == 2 else ["mig", "val_recon_loss"]
+    if set(pair) <= set(trials.columns):
+        modes = objective["mode"] if len(objective["metric"]) == 2 else ["max", "min"]
+        figures.append(("Pareto front (dominated trials faded)",
+                        _save(plots.pareto_figure(trials, pair, modes), out / "pareto.png")))
+    if len(metrics) >= 2:
+        figures.append(("Spearman rank correlation between metrics",
+                        _save(plots.metric_correlation_figure(trials, metrics), out / "metric_correlation.png")))
+    if epochs is not None and len(epochs):
+        curves = [m for m in ("train_loss", "val_elbo", "val_kl") if m in epochs]
+        figures.append(("Learning curves", _save(
+            plots.learning_curves_figure(epochs, curves, color_by=param, trials=trials if param else None),
+            out / "learning_curves.png")))
+    if model_figures:
+        metric = objective["metric"][0]
+        paths, skipped = _model_figures(study_dir, trials, metric, objective["mode"][0], out)
+        titles = ["Latent traversals of the best trial (each latent over ±2 prior σ)",
+                  "Reconstructions of the best trial", "PCA of latent means, coloured by each factor"]
+        figures += list(zip(titles, paths))
+        if skipped:
+            sections.append(("text", f"Best-trial figures skipped: {skipped}."))
+    for title, path in figures:
+        sections += [("h2", title), ("img", path.name)]
+    name = meta.get("name", study_dir.name)
     index = out / "index.md"
-    index.write_text("\n".join(sections))
+    index.write_text(_markdown(name, sections))
+    (out / "index.html").write_text(_html(name, sections, table, best))
     return index
+
+
+def _markdown(name: str, sections: list[tuple[str, str]]) -> str:
+    lines = [f"# Study {name}\n"]
+    for kind, body in sections:
+        lines.append({"h2": f"\n## {body}\n", "img": f"![{body}]({body})\n"}.get(kind, body + "\n"))
+    return "\n".join(lines)
+
+
+def _html(name: str, sections: list[tuple[str, str]], table: pd.DataFrame, best: pd.DataFrame) -> str:
+    tables = iter([table, best])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}</style></head><body>",
+             f"<h1>Study {html.escape(name)}</h1>"]
+    for kind, body in sections:
+        if kind == "h2":
+            parts.append(f"<h2>{html.escape(body)}</h2>")
+        elif kind == "img":
+            parts.append(f"<img src='{html.escape(body)}' alt='{html.escape(body)}'>")
+        elif kind == "table":
+            parts.append(next(tables).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a"))
+        else:
+            parts.append(f"<p>{html.escape(body)}</p>")
+    return "\n".join(parts + ["</body></html>"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description="Write a study's report.")
     parser.add_argument("study_dir", type=Path)
+    parser.add_argument("--no-model-figures", action="store_true",
+                        help="skip traversals, reconstructions and PCA (they load the best checkpoint and the data)")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.study_dir))
+        print(write_report(args.study_dir, model_figures=not args.no_model_figures))
     except (FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

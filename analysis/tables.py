@@ -8,9 +8,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_METRICS", "disentanglement_table", "to_markdown", "write_table"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "disentanglement_table",
+    "best_configurations",
+    "to_markdown",
+    "to_latex",
+    "write_table",
+]
 
 DEFAULT_METRICS = ("mig", "val_elbo", "val_recon_loss", "val_kl")
+
+
+def _finished_groups(trials: pd.DataFrame, by: Sequence[str]):
+    """Finished trials (status ``TERMINATED`` when a status column exists) grouped by ``by``."""
+    missing = [c for c in by if c not in trials]
+    if missing:
+        raise KeyError(f"configuration column(s) {missing} not in the trials table")
+    done = trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
+    return done, done.groupby(list(by), dropna=False, sort=True)
+
+
+def _resolve_modes(metrics: Sequence[str], modes: Sequence[str] | None) -> list[str]:
+    """``modes`` checked against ``metrics``, or each metric's direction from its name.
+
+    Raises:
+        ValueError: If ``modes`` has the wrong length or a value other than min/max.
+        KeyError: If ``modes`` is None and a metric's name has no known direction.
+    """
+    if modes is None:
+        from study.spec import metric_mode
+
+        return [metric_mode(m) for m in metrics]
+    modes = list(modes)
+    if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"`modes` must hold one of 'min'/'max' per metric, but got (metrics={list(metrics)}, "
+                         f"modes={modes})")
+    return modes
 
 
 def disentanglement_table(
@@ -32,17 +66,52 @@ def disentanglement_table(
     Raises:
         KeyError: If a ``by`` column is missing.
     """
-    missing = [c for c in by if c not in trials]
-    if missing:
-        raise KeyError(f"configuration column(s) {missing} not in the trials table")
-    done = trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
+    done, grouped = _finished_groups(trials, by)
     present = [m for m in metrics if m in done]
-    grouped = done.groupby(list(by), dropna=False, sort=True)
     table = grouped.size().rename("n").to_frame()
     for metric in present:
         table[f"{metric}_mean"] = grouped[metric].mean()
         table[f"{metric}_std"] = grouped[metric].std(ddof=1)
     return table.reset_index()
+
+
+def best_configurations(
+    trials: pd.DataFrame,
+    by: Sequence[str],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    modes: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """For each metric, the configuration with the best mean over its finished repeats.
+
+    Args:
+        trials: The trials table (one row per trial).
+        by: Configuration columns that define a configuration (the searched parameters).
+        metrics: Metric columns; those absent or never reported are skipped.
+        modes: ``"min"``/``"max"`` per metric; by default from the metric's name
+            (``study.spec.metric_mode``: losses min, ``val_elbo`` and ``mig`` max).
+
+    Returns:
+        One row per reported metric: ``metric``, ``mode``, the ``by`` columns, ``mean``,
+        ``std`` (sample std over repeats, NaN for n = 1) and ``n`` (repeats that reported
+        the metric). Ties go to the first configuration in ``by`` order.
+
+    Raises:
+        KeyError: If a ``by`` column is missing, or ``modes`` is None and a metric has no
+            known direction.
+        ValueError: If ``modes`` does not hold one of min/max per metric.
+    """
+    modes = _resolve_modes(metrics, modes)
+    done, grouped = _finished_groups(trials, by)
+    rows = []
+    for metric, mode in zip(metrics, modes):
+        if metric not in done or done[metric].notna().sum() == 0:
+            continue
+        stats = grouped[metric].agg(["mean", "std", "count"])
+        best = stats["mean"].idxmax() if mode == "max" else stats["mean"].idxmin()
+        key = best if isinstance(best, tuple) else (best,)
+        rows.append({"metric": metric, "mode": mode, **dict(zip(by, key)), "mean": stats.at[best, "mean"],
+                     "std": stats.at[best, "std"], "n": int(stats.at[best, "count"])})
+    return pd.DataFrame(rows, columns=["metric", "mode", *by, "mean", "std", "n"])
 
 
 def _number(value: float) -> str:
@@ -55,26 +124,68 @@ def _number(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _layout(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Key columns, and the metric prefixes of each ``<metric>_mean``/``_std`` (or ``mean``/``std``) pair."""
+    pairs = [c[:-4] for c in table.columns if isinstance(c, str) and c.endswith("mean") and f"{c[:-4]}std" in table]
+    pairs = [p for p in pairs if p == "" or p.endswith("_")]
+    paired = {f"{p}{s}" for p in pairs for s in ("mean", "std")}
+    return [c for c in table.columns if c not in paired], pairs
+
+
+def _mean_std(row: dict, prefix: str, pm: str) -> str:
+    mean, std = row[f"{prefix}mean"], row[f"{prefix}std"]
+    if pd.isna(mean):
+        return "n/a"
+    return _number(mean) + ("" if pd.isna(std) else f" {pm} {_number(std)}")
+
+
+def _header(prefix: str) -> str:
+    return prefix[:-1] if prefix else "mean ± std"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     """A markdown table with ``mean ± std`` cells for each ``<metric>_mean``/``_std`` pair."""
-    metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
-    keys = [c for c in table.columns if not c.endswith(("_mean", "_std"))]
-    header = keys + metrics
+    keys, pairs = _layout(table)
+    header = keys + [_header(p) for p in pairs]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.to_dict("records"):
-        cells = [str(row[k]) for k in keys]
-        for m in metrics:
-            mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-            cell = "n/a" if pd.isna(mean) else _number(mean) + ("" if pd.isna(std) else f" ± {_number(std)}")
-            cells.append(cell)
+        cells = [str(row[k]) for k in keys] + [_mean_std(row, p, "±") for p in pairs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(value: object) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(value))
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs LaTeX ``tabular`` with ``mean $\\pm$ std`` cells for each mean/std pair.
+
+    Works on :func:`disentanglement_table` (``<metric>_mean``/``_std`` pairs, one column
+    per metric) and :func:`best_configurations` (``mean``/``std``, one column). Text is
+    escaped for LaTeX; the document needs ``\\usepackage{booktabs}``.
+    """
+    keys, pairs = _layout(table)
+    header = [_latex_escape(k) for k in keys] + [_latex_escape(_header(p)).replace("±", r"$\pm$") for p in pairs]
+    lines = [r"\begin{tabular}{" + "l" * len(keys) + "r" * len(pairs) + "}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    for row in table.to_dict("records"):
+        cells = [_latex_escape("" if pd.isna(row[k]) else row[k]) for k in keys]
+        cells += [_mean_std(row, p, r"$\pm$") for p in pairs]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(table: pd.DataFrame, directory: Path, stem: str = "disentanglement_table") -> list[Path]:
-    """Writes the table as ``<stem>.md`` and ``<stem>.csv``; returns the paths."""
+    """Writes the table as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    md, csv = directory / f"{stem}.md", directory / f"{stem}.csv"
+    md, csv, tex = directory / f"{stem}.md", directory / f"{stem}.csv", directory / f"{stem}.tex"
     md.write_text(to_markdown(table))
     table.replace({np.nan: None}).to_csv(csv, index=False)
-    return [md, csv]
+    tex.write_text(to_latex(table))
+    return [md, csv, tex]

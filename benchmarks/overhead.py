@@ -3,7 +3,8 @@
 Both sides train the same K configurations (conv beta-VAE on dSprites, betas 1, 4, 16, ...)
 on the same rows, one trial at a time with 2 torch threads, with the same per-epoch
 validation pass and the same MIG evaluation at the end. The study is timed as a user sees
-it (the whole subprocess: imports, Ray start, trials, parquet tables, report). It runs in
+it (the whole subprocess: imports, Ray start, trials, parquet tables), without the report
+(``--no-report``: its figures are not Ray's overhead and the plain loop draws none). It runs in
 two modes: ``auto`` (a single-worker trial trains inside the Tune trial) and
 ``torch_trainer`` (every trial launches a Ray Train TorchTrainer).
 
@@ -95,7 +96,7 @@ def plain_loop(args, storage: Path) -> tuple[float, list[float]]:
 
 def study_run(args, mode: str, storage: Path) -> tuple[float, list[float]]:
     """Runs the study as a subprocess; returns its wall time and the trials' wall_seconds."""
-    cmd = [sys.executable, "-m", "study.run", str(CONFIG), "--num-cpus", "2", *sum((["--set", o] for o in overrides(args, mode, storage)), [])]
+    cmd = [sys.executable, "-m", "study.run", str(CONFIG), "--num-cpus", "2", "--no-report", *sum((["--set", o] for o in overrides(args, mode, storage)), [])]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume-errored", action="store_true",
                         help="when resuming, continue errored trials from their last checkpoint")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard on 127.0.0.1:8265 (always on when trials use a TorchTrainer)")
     return parser
 
 
@@ -90,7 +92,7 @@ def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
     return True
 
 
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
+def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> None:
     if not address:
         # Must precede `import ray`: keeps every listener and the node address on 127.0.0.1.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -106,7 +108,9 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        # The dashboard (with its agents) costs CPU all along; only Train's placement-group cleanup
+        # needs its State API, so a study whose trials all train in-process runs without it.
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def check_cluster(spec: StudySpec) -> dict[str, float]:
@@ -198,7 +202,8 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
 
     resume = check_study_dir(spec, args.overwrite)
     prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
-    _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus)
+    uses_train = spec.resources.num_workers > 1 or spec.resources.trainer == "torch_trainer"
+    _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, dashboard=uses_train or args.dashboard)
     cluster = check_cluster(spec)
 
     study_dir = spec.study_dir

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.metrics import METRICS
+from analysis.metrics import METRICS, metric_key_modes
 from datasets.registry import get_dataset
 from trainables.registry import get_family
 
@@ -42,9 +42,12 @@ def metric_mode(metric: str) -> Literal["min", "max"]:
     Raises:
         KeyError: If the name follows no known convention.
     """
+    known = metric_key_modes()
+    if metric in known:
+        return known[metric]
     if metric.endswith(("_loss", "_kl", "_mae", "_mse", "_nll", "_mmd", "_fd")):
         return "min"
-    if metric.endswith(("_elbo", "_accuracy", "_auc")) or metric in METRICS:
+    if metric.endswith(("_elbo", "_accuracy", "_auc")):
         return "max"
     raise KeyError(f"no known direction for metric {metric!r}")
 
@@ -276,7 +279,7 @@ class StudySpec(BaseModel):
                 )
         if self.search.algorithm != "grid" and self.search.num_samples is None:
             raise ValueError(f"search.num_samples: required for algorithm {self.search.algorithm!r}")
-        reported = set(family.epoch_metrics) | set(self.evaluation.metrics)
+        reported = set(family.epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
         for metric in self.objective.metrics:
             if metric not in reported:
                 raise ValueError(

@@ -9,6 +9,9 @@ from pathlib import Path
 # Before anything imports ray: keep every Ray listener on 127.0.0.1.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import subprocess  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -50,6 +53,29 @@ def ray_tmpdir(tmp_path_factory, monkeypatch) -> Path:
     path.mkdir(exist_ok=True)
     monkeypatch.setenv("RAY_TMPDIR", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """A real ``python -m study.run configs/smoke.yaml`` (Ray, 2 tiny trials), run once per session.
+
+    Returns:
+        ``(study_dir, completed_process, {"cmd": argv, "env": environment})``.
+    """
+    tmp = tmp_path_factory.mktemp("smoke")
+    data = SHARED_DATA / "dsprites_downsampled.npz"
+    if not data.is_file():
+        data = write_dsprites_npz(tmp / "dsprites.npz", num=3000)
+    ray_tmp = Path("/tmp") / f"rts{os.getpid()}"
+    ray_tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "DSPRITES_PATH": str(data), "RAY_TMPDIR": str(ray_tmp),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2",
+           "--set", f"storage_path={tmp / 'studies'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    return tmp / "studies" / "smoke", proc, {"cmd": cmd, "env": env}
 
 
 sys.path.insert(0, str(REPO))

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from trainables.faults import active_fault
 from trainables.registry import get_family
 
 __all__ = ["TrialConfig", "train_fn_per_worker", "train_driver_fn", "run_worker", "trial_seed", "load_checkpoint"]
@@ -64,6 +65,7 @@ class Session(Protocol):
 
     world_rank: int
     world_size: int
+    node_id: str | None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
@@ -91,6 +93,7 @@ class TrainSession:
 
         _quiet_ray_data()
         context = ray.train.get_context()
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.world_rank = context.get_world_rank()
         self.world_size = context.get_world_size()
 
@@ -128,7 +131,10 @@ class TuneSession:
     world_size = 1
 
     def __init__(self, datasets: dict[str, Any], use_gpu: bool):
+        import ray
+
         _quiet_ray_data()
+        self.node_id = ray.get_runtime_context().get_node_id()
         self._datasets = datasets
         self._device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
@@ -200,6 +206,8 @@ def run_worker(config: TrialConfig, session: Session) -> None:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])  # moves the optimizer state to the parameters' device
         done = int(state["epoch"])
+    fault = active_fault()
+    params = {**config.family_config, **config.training}
     train_shard = session.shard("train")
     val_shard = session.shard("val") if session.world_rank == 0 else None
 
@@ -207,13 +215,19 @@ def run_worker(config: TrialConfig, session: Session) -> None:
         start = time.perf_counter()
         model.train()
         train_terms, seen = _run_epoch(model, train_shard, training["batch_size"], device, optimizer)
+        if fault is not None and fault.kind == "nan" and fault.matches(params, epoch):
+            train_terms["loss"] = float("nan")  # injected by VAE_STUDY_FAULT (tests only)
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise FloatingPointError(f"training loss became non-finite at epoch {epoch}: {train_terms}")
         metrics: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()}}
         metrics["train_images_per_s"] = seen * session.world_size / (time.perf_counter() - start)
+        metrics["train_rows"] = seen  # rows this worker read this epoch
+        if session.node_id is not None:
+            metrics["node_id"] = session.node_id  # which Ray node trained it
         if session.world_rank != 0:
             metrics["epoch_seconds"] = time.perf_counter() - start
             session.report(metrics, None)
+            _maybe_kill(fault, params, epoch)
             continue
         core.eval()
         with torch.no_grad():
@@ -227,6 +241,13 @@ def run_worker(config: TrialConfig, session: Session) -> None:
         with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
             _save_checkpoint(checkpoint_dir, core, optimizer, epoch, config)
             session.report(metrics, checkpoint_dir)
+        _maybe_kill(fault, params, epoch)
+
+
+def _maybe_kill(fault, params: dict[str, Any], epoch: int) -> None:
+    """Kills this worker after the report of ``epoch`` when VAE_STUDY_FAULT says so (tests only)."""
+    if fault is not None and fault.kind == "kill" and fault.matches(params, epoch):
+        fault.kill()
 
 
 def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device) -> dict[str, float]:
@@ -244,7 +265,9 @@ def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device) 
     results: dict[str, float] = {}
     for name in config.metrics:
         rng = np.random.default_rng(config.seed)
-        results.update(METRICS[name](config.ground_truth, representation_fn, random_state=rng, num_train=config.num_train))
+        results.update(
+            METRICS[name].compute(config.ground_truth, representation_fn, random_state=rng, num_train=config.num_train)
+        )
     return results
 
 

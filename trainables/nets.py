@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["ConvEncoder", "ConvDecoder", "conv_output_size"]
+__all__ = ["ACTIVATIONS", "ConvEncoder", "ConvDecoder", "conv_output_size"]
+
+# Hidden-layer activations by config name. LeakyReLU's 0.01 slope keeps units from dying:
+# with plain ReLU a third of dSprites runs (lr 1e-3 to 3e-3) stuck at the mean image.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "leaky_relu": partial(nn.LeakyReLU, 0.01)}
 
 
 def conv_output_size(image_size: int, num_layers: int) -> int:
@@ -35,21 +41,23 @@ class ConvEncoder(nn.Module):
         filters: Output channels of each conv layer.
         hidden_dim: Width of the linear layer after the convs.
         out_dim: Number of outputs (``2 * latent_dim`` for mean and log-variance).
+        activation: Key of :data:`ACTIVATIONS` for the hidden layers.
     """
 
-    def __init__(self, input_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, out_dim: int):
+    def __init__(self, input_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, out_dim: int,
+                 activation: str = "relu"):
         super().__init__()
         channels, height, _ = input_shape
         size = conv_output_size(height, len(filters))
         layers: list[nn.Module] = []
         for width in filters:
-            layers += [nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(channels, width, kernel_size=4, stride=2, padding=1), ACTIVATIONS[activation]()]
             channels = width
         self.convs = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(channels * size * size, hidden_dim),
-            nn.ReLU(),
+            ACTIVATIONS[activation](),
             nn.Linear(hidden_dim, out_dim),
         )
 
@@ -66,9 +74,11 @@ class ConvDecoder(nn.Module):
         filters: The encoder's filters; the decoder uses them in reverse.
         hidden_dim: Width of the first linear layer.
         in_dim: Size of the latent code.
+        activation: Key of :data:`ACTIVATIONS` for the hidden layers.
     """
 
-    def __init__(self, output_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, in_dim: int):
+    def __init__(self, output_shape: Sequence[int], filters: Sequence[int], hidden_dim: int, in_dim: int,
+                 activation: str = "relu"):
         super().__init__()
         channels, height, _ = output_shape
         self.size = conv_output_size(height, len(filters))
@@ -76,13 +86,14 @@ class ConvDecoder(nn.Module):
         self.start_channels = widths[0]
         self.head = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
-            nn.ReLU(),
+            ACTIVATIONS[activation](),
             nn.Linear(hidden_dim, widths[0] * self.size * self.size),
-            nn.ReLU(),
+            ACTIVATIONS[activation](),
         )
         layers: list[nn.Module] = []
         for width_in, width_out in zip(widths, widths[1:] + [channels]):
-            layers += [nn.ConvTranspose2d(width_in, width_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(width_in, width_out, kernel_size=4, stride=2, padding=1),
+                       ACTIVATIONS[activation]()]
         self.deconvs = nn.Sequential(*layers[:-1])  # no activation on the output: logits or means
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

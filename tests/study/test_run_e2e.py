@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, dict]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    data = SHARED_DATA / "dsprites_downsampled.npz"
-    if not data.is_file():
-        data = write_dsprites_npz(tmp / "dsprites.npz", num=3000)
-    ray_tmp = Path("/tmp") / f"rte{os.getpid()}"
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "DSPRITES_PATH": str(data), "RAY_TMPDIR": str(ray_tmp),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2",
-           "--set", f"storage_path={tmp / 'studies'}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / "studies" / "smoke", proc, {"cmd": cmd, "env": env}
 
 
 def test_trials_parquet(smoke_study):
@@ -71,6 +51,13 @@ def test_report(smoke_study):
     assert table["mig_mean"].notna().all()
     assert (report / "tradeoff.png").stat().st_size > 10_000
     assert "| beta |" in (report / "disentanglement_table.md").read_text()
+    index = (report / "index.md").read_text()
+    for name in ["tradeoff.png", "metrics_vs_beta.png", "rate_distortion.png", "pareto.png",
+                 "metric_correlation.png", "learning_curves.png", "traversals.png", "reconstructions.png",
+                 "latent_pca.png"]:
+        assert (report / name).stat().st_size > 5_000, name
+        assert f"]({name})" in index, name
+    assert "<img src='tradeoff.png'" in (report / "index.html").read_text()
 
 
 def test_rerun_resumes_without_new_trials(smoke_study):

@@ -75,6 +75,7 @@ class FakeSession:
     """A single in-memory worker: records reports and keeps a copy of each checkpoint directory."""
 
     world_rank = 0
+    node_id = None
     world_size = 1
 
     def __init__(

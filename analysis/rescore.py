@@ -1,0 +1,87 @@
+"""``python -m analysis.rescore STUDY_DIR --metrics sap,dci``: metrics from saved checkpoints.
+
+Recomputes the named metrics for every finished trial from its last checkpoint, on the
+study's held-out rows (the split is recomputed from the spec's seed), without retraining,
+and writes them as columns of ``trials.parquet`` (rewritten atomically; other columns and
+the study metadata kept). Each trial's metric draws its samples from a generator seeded
+with the trial's seed, so rescoring twice gives the same values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
+from analysis.metrics import METRICS
+from analysis.results import load_metadata, load_trials
+
+__all__ = ["rescore"]
+
+
+def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None = None, progress=print) -> pd.DataFrame:
+    """Adds the named metrics' columns to a study's ``trials.parquet``; returns the new table.
+
+    Args:
+        study_dir: Study directory holding ``trials.parquet`` and ``spec.json``.
+        metrics: Names from :data:`analysis.metrics.METRICS`.
+        num_train: Samples per metric; None: the spec's ``evaluation.num_train``.
+        progress: Called with one line per trial scored.
+
+    Raises:
+        KeyError: If a metric name is unknown.
+        FileNotFoundError: If the study has no ``trials.parquet``.
+    """
+    from analysis.checkpoints import load_study_spec
+    from study.results import write_parquet
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise KeyError(f"--metrics: unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
+    study_dir = Path(study_dir)
+    trials = load_trials(study_dir)
+    meta = load_metadata(study_dir)
+    spec = load_study_spec(study_dir)
+    num_train = num_train or spec.evaluation.num_train
+    ground_truth = load_ground_truth(study_dir)
+    rows = trials.index[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
+    for index in rows:
+        row = trials.loc[index]
+        model, trial = load_trial_model(row["checkpoint_path"])
+        encode = representation_fn(model)
+        scores: dict[str, float] = {}
+        for name in metrics:
+            rng = np.random.default_rng(int(trial["seed"]))
+            scores.update(METRICS[name].compute(ground_truth, encode, random_state=rng, num_train=num_train))
+        for key, value in scores.items():
+            if key not in trials:
+                trials[key] = np.nan
+            trials.loc[index, key] = value
+        progress(f"{row['trial_id']}: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+    write_parquet(trials, study_dir / "trials.parquet", meta)
+    return trials
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.rescore", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(sorted(METRICS))}")
+    parser.add_argument("--num-train", type=int, default=None, help="samples per metric (default: the spec's)")
+    args = parser.parse_args(argv)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    try:
+        rescore(args.study_dir, metrics, num_train=args.num_train)
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) else str(err)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(f"{args.study_dir / 'trials.parquet'}: rescored {', '.join(metrics)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

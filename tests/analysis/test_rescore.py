@@ -1,0 +1,77 @@
+"""``analysis.rescore``: metrics from saved checkpoints, written into trials.parquet, idempotent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.rescore import rescore
+from study.results import SPEC_FILE, write_parquet
+from study.spec import StudySpec
+from tests.conftest import REPO, write_dsprites_npz
+from trainables.loop import TrialConfig, _save_checkpoint, build_model
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    """A study directory as study.run leaves it: spec.json, trials.parquet, two checkpoints."""
+    data = write_dsprites_npz(tmp_path / "dsprites.npz", num=400)
+    spec_data = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    spec_data["dataset"]["path"] = str(data)
+    spec_data["storage_path"] = str(tmp_path)
+    spec_data["evaluation"]["num_train"] = 300
+    spec = StudySpec(**spec_data)
+    study = tmp_path / "smoke"
+    study.mkdir()
+    (study / SPEC_FILE).write_text(spec.model_dump_json())
+    rows = []
+    for i, beta in enumerate([1.0, 4.0]):
+        family_config, training = spec.trial_settings({"beta": beta})
+        config = TrialConfig("conv_vae", family_config.model_dump(mode="json"), training.model_dump(mode="json"),
+                             (1, 64, 64), seed=100 + i)
+        model = build_model(config)
+        ckpt = study / f"trial{i}" / "checkpoint_000000"
+        ckpt.mkdir(parents=True)
+        _save_checkpoint(str(ckpt), model, __import__("torch").optim.Adam(model.parameters()), 1, config)
+        rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "beta": beta, "seed": 100 + i,
+                     "checkpoint_path": str(ckpt), "mig": 0.5})
+    rows.append({"trial_id": "t2", "status": "ERROR", "beta": 8.0, "seed": 102, "checkpoint_path": None, "mig": np.nan})
+    write_parquet(pd.DataFrame(rows), study / "trials.parquet", {"name": "smoke", "searched_params": ["beta"]})
+    return study
+
+
+def test_rescore_adds_columns_and_is_idempotent(study_dir):
+    first = rescore(study_dir, ["mig"], progress=lambda line: None)
+    written = pd.read_parquet(study_dir / "trials.parquet")
+    assert list(written.columns) == list(first.columns)
+    finished = written[written["status"] == "TERMINATED"]
+    assert finished["mig"].between(0, 1).all()
+    assert not (finished["mig"] == 0.5).any(), "the stored placeholder was not replaced"
+    assert np.isnan(written.loc[written["trial_id"] == "t2", "mig"]).all()
+    second = rescore(study_dir, ["mig"], progress=lambda line: None)
+    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(written, pd.read_parquet(study_dir / "trials.parquet"))
+
+
+def test_rescore_keeps_metadata(study_dir):
+    import pyarrow.parquet as pq
+
+    rescore(study_dir, ["mig"], progress=lambda line: None)
+    meta = json.loads(pq.read_schema(study_dir / "trials.parquet").metadata[b"vae_study"])
+    assert meta["searched_params"] == ["beta"]
+
+
+def test_cli_unknown_metric_exits_2(study_dir):
+    before = (study_dir / "trials.parquet").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "mig,nope"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "nope" in proc.stderr and "Traceback" not in proc.stderr
+    assert (study_dir / "trials.parquet").read_bytes() == before

@@ -1,0 +1,109 @@
+"""Tables: per-configuration summaries, the best configuration per metric, markdown/LaTeX output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.tables import best_configurations, disentanglement_table, to_latex, to_markdown, write_table
+
+
+@pytest.fixture
+def trials() -> pd.DataFrame:
+    """beta x latent_dim, 3 repeats each, with known means; beta 4 / latent 10 disentangles best,
+    beta 1 / latent 10 reconstructs best. A failed trial with an absurd mig must not count."""
+    rng = np.random.default_rng(0)
+    mig = {(1, 5): 0.05, (1, 10): 0.10, (4, 5): 0.20, (4, 10): 0.40}
+    recon = {(1, 5): 90.0, (1, 10): 80.0, (4, 5): 120.0, (4, 10): 110.0}
+    rows = []
+    for (beta, dim), m in mig.items():
+        for repeat in range(3):
+            rows.append({"trial_id": f"{beta}-{dim}-{repeat}", "status": "TERMINATED", "beta": beta,
+                         "latent_dim": dim, "repeat": repeat, "mig": m + rng.normal(0, 0.01),
+                         "val_recon_loss": recon[beta, dim] + rng.normal(0, 1.0), "val_elbo": -recon[beta, dim]})
+    rows.append({"trial_id": "failed", "status": "ERROR", "beta": 1, "latent_dim": 5, "repeat": 3, "mig": 0.99,
+                 "val_recon_loss": 1.0, "val_elbo": -1.0})
+    return pd.DataFrame(rows)
+
+
+def test_disentanglement_table_counts_finished_repeats(trials):
+    table = disentanglement_table(trials, ["beta", "latent_dim"])
+    assert table["n"].tolist() == [3, 3, 3, 3]
+    assert table["mig_mean"].max() < 0.5
+    assert "val_kl_mean" not in table  # absent metrics are skipped
+
+
+def test_best_configurations_picks_the_known_best(trials):
+    best = best_configurations(trials, ["beta", "latent_dim"], ["mig", "val_recon_loss", "val_elbo", "val_kl"])
+    assert list(best.columns) == ["metric", "mode", "beta", "latent_dim", "mean", "std", "n"]
+    rows = best.set_index("metric")
+    assert list(rows.index) == ["mig", "val_recon_loss", "val_elbo"]  # val_kl never reported
+    assert rows.loc["mig", ["mode", "beta", "latent_dim"]].tolist() == ["max", 4, 10]
+    assert rows.loc["val_recon_loss", ["mode", "beta", "latent_dim"]].tolist() == ["min", 1, 10]
+    assert rows.loc["val_elbo", ["mode", "beta", "latent_dim"]].tolist() == ["max", 1, 10]
+    done = trials[(trials["status"] == "TERMINATED") & (trials["beta"] == 4) & (trials["latent_dim"] == 10)]
+    assert rows.loc["mig", "mean"] == pytest.approx(done["mig"].mean())
+    assert rows.loc["mig", "std"] == pytest.approx(done["mig"].std(ddof=1))
+    assert rows.loc["mig", "n"] == 3
+
+
+def test_best_configurations_explicit_modes_override(trials):
+    best = best_configurations(trials, ["beta", "latent_dim"], ["mig"], modes=["min"])
+    assert best[["mode", "beta", "latent_dim"]].iloc[0].tolist() == ["min", 1, 5]
+
+
+def test_best_configurations_single_key_and_ties_go_to_the_first(trials):
+    trials["score_accuracy"] = 1.0  # every configuration ties
+    best = best_configurations(trials, ["beta"], ["score_accuracy"])
+    assert best[["beta", "mean", "n"]].iloc[0].tolist() == [1, 1.0, 6]
+
+
+def test_best_configurations_no_finished_trials(trials):
+    trials["status"] = "ERROR"
+    best = best_configurations(trials, ["beta"], ["mig"])
+    assert best.empty and list(best.columns) == ["metric", "mode", "beta", "mean", "std", "n"]
+
+
+def test_best_configurations_bad_arguments(trials):
+    with pytest.raises(ValueError, match="modes"):
+        best_configurations(trials, ["beta"], ["mig", "val_elbo"], modes=["max"])
+    with pytest.raises(ValueError, match="modes"):
+        best_configurations(trials, ["beta"], ["mig"], modes=["up"])
+    with pytest.raises(KeyError, match="gamma"):
+        best_configurations(trials, ["gamma"], ["mig"])
+    with pytest.raises(KeyError, match="weirdness"):
+        best_configurations(trials, ["beta"], ["weirdness"])
+
+
+def test_to_latex_booktabs_with_mean_pm_std(trials):
+    table = disentanglement_table(trials, ["beta", "latent_dim"], ["mig", "val_recon_loss"])
+    latex = to_latex(table)
+    lines = latex.splitlines()
+    assert lines[0] == r"\begin{tabular}{lllrr}"
+    assert lines[1:4] == [r"\toprule", r"beta & latent\_dim & n & mig & val\_recon\_loss \\", r"\midrule"]
+    assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert len(lines) == 4 + 4 + 2
+    assert lines[4].startswith("1 & 5 & 3 & 0.0") and lines[4].count(r"$\pm$") == 2
+
+
+def test_to_latex_without_std_and_for_best_configurations(trials):
+    one = trials[trials["repeat"] == 0]  # n = 1: no std
+    body = to_latex(disentanglement_table(one, ["beta", "latent_dim"], ["mig"])).splitlines()[4:-2]
+    assert len(body) == 4 and not any(r"$\pm$" in line for line in body)
+    latex = to_latex(best_configurations(trials, ["beta"], ["mig"]))
+    assert r"metric & mode & beta & n & mean $\pm$ std \\" in latex
+    assert r"mig & max & 4 & 6 & " in latex
+
+
+def test_to_markdown_best_configurations(trials):
+    markdown = to_markdown(best_configurations(trials, ["beta"], ["mig"]))
+    assert markdown.splitlines()[0] == "| metric | mode | beta | n | mean ± std |"
+
+
+def test_write_table_writes_md_csv_tex(trials, tmp_path):
+    paths = write_table(disentanglement_table(trials, ["beta"]), tmp_path / "report")
+    assert [p.name for p in paths] == ["disentanglement_table.md", "disentanglement_table.csv",
+                                       "disentanglement_table.tex"]
+    assert r"\toprule" in paths[2].read_text()
+    assert pd.read_csv(paths[1])["beta"].tolist() == [1, 4]
