@@ -58,8 +58,10 @@ LATENT_DIM = 10
 class RowIndexedData(ArrayGroundTruthData):
     """dSprites whose observations are their row indices, float32 ``(B, 1, 1, 1)``.
 
-    Sampling is ``ArrayGroundTruthData``'s (a random row among those with the wanted
-    factors); only the pixels are left out.
+    Sampling follows ``ArrayGroundTruthData`` (factors: random rows; observations: a random
+    row among those with the wanted factors). On a full factor grid, where that row is
+    unique, it is found by one vectorised index look-up instead of a Python loop over rows,
+    which would otherwise dominate the FactorVAE and BetaVAE times (1.9 million look-ups).
     """
 
     def __init__(self, data: ArrayGroundTruthData):
@@ -69,6 +71,16 @@ class RowIndexedData(ArrayGroundTruthData):
             data.factors_num_values,
             data.factor_names,
         )
+        keys = np.ravel_multi_index(self.factors.T, self.factors_num_values)  # (N,) mixed-radix index
+        self._row_of_key = None
+        if len(np.unique(keys)) == len(keys) == np.prod(self.factors_num_values):  # the full grid, once each
+            self._row_of_key = np.empty(len(keys), dtype=np.int64)
+            self._row_of_key[keys] = np.arange(len(keys))
+
+    def sample_observations_from_factors(self, factors: np.ndarray, random_state: np.random.Generator) -> np.ndarray:
+        if self._row_of_key is None:
+            return super().sample_observations_from_factors(factors, random_state)
+        return self.observations(self._row_of_key[np.ravel_multi_index(np.asarray(factors).T, self.factors_num_values)])
 
 
 class SyntheticEncoder:

@@ -163,6 +163,9 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
     from study.space import build_searcher, num_trials, param_space
 
     study_dir = spec.study_dir
+    if resume and not tune.Tuner.can_restore(str(study_dir)):
+        print(f"{study_dir} holds no Tune experiment state yet: starting the study afresh", flush=True)
+        resume = False
     if resume:
         print(f"resuming study {spec.name} at {study_dir}", flush=True)
         return tune.Tuner.restore(
