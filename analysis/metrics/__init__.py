@@ -8,11 +8,30 @@ and the result keys it returns, each with whether higher (``max``) or lower (``m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Literal
 
+from analysis.metrics.beta_vae import compute_beta_vae
+from analysis.metrics.dci import compute_dci
+from analysis.metrics.factor_vae import compute_factor_vae
+from analysis.metrics.gaussian_tc import compute_gaussian_tc
 from analysis.metrics.mig import compute_mig, mig_from_codes
+from analysis.metrics.modularity_explicitness import compute_modularity_explicitness
+from analysis.metrics.sap import compute_sap
 
-__all__ = ["METRICS", "Metric", "metric_key_modes", "compute_mig", "mig_from_codes"]
+__all__ = [
+    "METRICS",
+    "Metric",
+    "metric_key_modes",
+    "compute_beta_vae",
+    "compute_dci",
+    "compute_factor_vae",
+    "compute_gaussian_tc",
+    "compute_mig",
+    "compute_modularity_explicitness",
+    "compute_sap",
+    "mig_from_codes",
+]
 
 
 @dataclass(frozen=True)
@@ -23,8 +42,20 @@ class Metric:
     keys: dict[str, Literal["min", "max"]]
 
 
+_DCI_KEYS = {k: "max" for k in ("dci_disentanglement", "dci_completeness", "dci_informativeness_train",
+                                  "dci_informativeness_test")}
+
 METRICS: dict[str, Metric] = {
     "mig": Metric(compute_mig, {"mig": "max"}),
+    "sap": Metric(compute_sap, {"sap": "max"}),
+    "dci": Metric(compute_dci, _DCI_KEYS),  # the defined GradientBoostingClassifier()
+    "dci_fast": Metric(partial(compute_dci, fast=True), _DCI_KEYS),  # see dci.py for its agreement
+    "factor_vae": Metric(compute_factor_vae, {"factor_vae": "max", "factor_vae_train_accuracy": "max"}),
+    "beta_vae": Metric(compute_beta_vae, {"beta_vae": "max", "beta_vae_train_accuracy": "max"}),
+    "modularity_explicitness": Metric(
+        compute_modularity_explicitness, {"modularity": "max", "explicitness_train": "max", "explicitness_test": "max"}
+    ),
+    "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}),  # unsupervised; 0 = independent
 }
 
 
