@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from analysis.metrics.dci import FAST_GBT_PARAMS, compute_dci  # noqa: E402
+from analysis.metrics.dci import FAST_TREE_PARAMS, compute_dci  # noqa: E402
 from analysis.metrics.gaussian_tc import compute_gaussian_tc  # noqa: E402
 from analysis.metrics.mig import compute_mig  # noqa: E402
 from analysis.metrics.modularity_explicitness import compute_modularity_explicitness  # noqa: E402
@@ -142,8 +142,8 @@ def main() -> None:
     )
     print(
         "classifiers: SAP LinearSVC(C=0.01, class_weight='balanced') per (latent, factor); "
-        "DCI defined GradientBoostingClassifier() per factor, fast GradientBoostingClassifier("
-        + ", ".join(f"{k}={v}" for k, v in FAST_GBT_PARAMS.items())
+        "DCI defined GradientBoostingClassifier() per factor, fast ExtraTreesClassifier("
+        + ", ".join(f"{k}={v}" for k, v in FAST_TREE_PARAMS.items())
         + "); explicitness one-vs-rest LogisticRegression(solver='liblinear') per factor"
     )
 

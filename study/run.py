@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -105,12 +106,16 @@ def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> Non
 
     if ray.is_initialized():
         return
+    # Ray's start-up chatter (token warning, "Started a local Ray instance") would precede a one-line
+    # error about the cluster (e.g. too few GPUs); quiet during init only.
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
     else:
         # The dashboard (with its agents) costs CPU all along; only Train's placement-group cleanup
         # needs its State API, so a study whose trials all train in-process runs without it.
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
+                 logging_level=logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.INFO)  # Tune's messages from here on
 
 
 def check_cluster(spec: StudySpec) -> dict[str, float]:
