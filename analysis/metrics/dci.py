@@ -2,8 +2,8 @@
 
 References:
     Eastwood, Williams 2018, "A Framework for the Quantitative Evaluation of Disentangled
-    Representations", ICLR 2018, https://openreview.net/forum?id=By-7dz-AZ, Sec. 2
-    (eqs. 1-3: disentanglement and completeness from the importance matrix). Estimator,
+    Representations", ICLR 2018 (no arXiv version), https://openreview.net/forum?id=By-7dz-AZ, Sec. 2
+    (disentanglement and completeness from the importance matrix, informativeness). Estimator,
     classifier and defaults as in disentanglement_lib (``evaluation/metrics/dci.py``):
     one ``GradientBoostingClassifier()`` per factor, importances from its
     ``feature_importances_``, informativeness as classification accuracy. ``fast=True``
@@ -183,7 +183,7 @@ def importance_matrix(
 
 
 def disentanglement(importance: np.ndarray) -> float:
-    """Disentanglement from an importance matrix (Eastwood & Williams eq. 2).
+    """Disentanglement from an importance matrix (Eastwood & Williams, Sec. 2).
 
     Args:
         importance: float ``(latent_dim, num_factors)``, >= 0.
@@ -200,7 +200,7 @@ def disentanglement(importance: np.ndarray) -> float:
 
 
 def completeness(importance: np.ndarray) -> float:
-    """Completeness from an importance matrix (Eastwood & Williams eq. 3).
+    """Completeness from an importance matrix (Eastwood & Williams, Sec. 2).
 
     Args:
         importance: float ``(latent_dim, num_factors)``, >= 0.

@@ -2,7 +2,7 @@
 
 References:
     Ridgeway, Mozer 2018, "Learning Deep Disentangled Embeddings With the F-Statistic Loss",
-    arXiv:1802.05312, Sec. 3 (modularity: eq. for delta_i; explicitness: ROC AUC of a linear
+    arXiv:1802.05312, Sec. 3 (modularity from delta_i; explicitness: ROC AUC of a linear
     classifier per factor value). Estimator and defaults as in disentanglement_lib
     (``evaluation/metrics/modularity_explicitness.py``): mutual information of mean codes in
     20 equal-width bins; explicitness from a one-vs-rest logistic regression on the

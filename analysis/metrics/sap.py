@@ -70,7 +70,10 @@ def sap_from_codes(
 
     Returns:
         SAP in ``[0, 1]`` (1: each factor predictable from exactly one latent, and from no
-        other). With one latent, the second-best score is taken as 0.
+        other). With discrete factors even a perfect code scores below 1: the other latents
+        still predict at chance (a perfect code of binary factors scores ~0.5), and one
+        latent's linear one-vs-rest classifier reads middle values of a many-valued factor
+        poorly. With one latent, the second-best score is taken as 0.
 
     Raises:
         ValueError: If the arrays are not 2-D, train or test rows disagree, the splits
@@ -103,9 +106,9 @@ def sap_score_matrix(
     on the single latent (train set). Continuous factors: ``cov(z_i, v_j)^2 / (var z_i var v_j)``
     on the train set (sample covariance, ``ddof=1``), 0 for a latent of variance <= 1e-12.
 
-    The SVC is solved in the primal (sklearn's ``dual="auto"`` for more samples than
-    features), to the same optimum the dual solver disentanglement_lib used reaches only
-    when it converges; the primal converges without warnings.
+    scikit-learn's default ``dual="auto"`` solves the SVC in the primal here (more samples
+    than features); the dual solver, the default when disentanglement_lib was written,
+    reaches the same optimum (identical coefficients on dSprites-like codes).
 
     Args:
         codes_train: float ``(num_train, latent_dim)``.
