@@ -17,8 +17,7 @@ import numpy as np
 import scipy.stats
 from sklearn.ensemble import ExtraTreesClassifier, GradientBoostingClassifier
 
-from analysis.metrics.sap import check_train_test, sample_train_test
-from analysis.metrics.utils import RepresentationFn
+from analysis.metrics.utils import RepresentationFn, check_train_test, sample_train_test
 from datasets.base import GroundTruthData
 
 __all__ = [

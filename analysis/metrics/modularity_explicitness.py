@@ -16,8 +16,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.multiclass import OneVsRestClassifier
 
-from analysis.metrics.sap import check_train_test, sample_train_test
-from analysis.metrics.utils import RepresentationFn, discrete_mutual_info, discretize
+from analysis.metrics.utils import (
+    RepresentationFn,
+    check_train_test,
+    discrete_mutual_info,
+    discretize,
+    sample_train_test,
+)
 from datasets.base import GroundTruthData
 
 __all__ = [

@@ -9,7 +9,14 @@ from sklearn.metrics import mutual_info_score
 
 from datasets.base import GroundTruthData
 
-__all__ = ["sample_codes_and_factors", "discretize", "discrete_mutual_info", "discrete_entropy"]
+__all__ = [
+    "sample_codes_and_factors",
+    "sample_train_test",
+    "check_train_test",
+    "discretize",
+    "discrete_mutual_info",
+    "discrete_entropy",
+]
 
 RepresentationFn = Callable[[np.ndarray], np.ndarray]
 
@@ -79,3 +86,57 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
     """Entropy in nats of each column of ``factors (num_samples, num_factors)``; ``(num_factors,)``."""
     return np.array([mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+
+
+def sample_train_test(
+    dataset: GroundTruthData,
+    representation_fn: RepresentationFn,
+    random_state: np.random.Generator,
+    num_train: int,
+    num_test: int,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples and encodes a train set, then a test set, from the same ``random_state``.
+
+    Returns:
+        ``codes_train (num_train, latent_dim)``, ``factors_train (num_train, num_factors)``,
+        ``codes_test (num_test, latent_dim)``, ``factors_test (num_test, num_factors)``.
+
+    Raises:
+        ValueError: If ``num_train < 2`` or ``num_test < 1``.
+    """
+    if num_train < 2 or num_test < 1:
+        raise ValueError(
+            f"`num_train >= 2` and `num_test >= 1` must hold, but got num_train={num_train}, num_test={num_test}"
+        )
+    train = sample_codes_and_factors(dataset, representation_fn, num_train, random_state, batch_size)
+    test = sample_codes_and_factors(dataset, representation_fn, num_test, random_state, batch_size)
+    return (*train, *test)
+
+
+def check_train_test(
+    codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four arrays as float64 codes and int factors, after checking their shapes agree.
+
+    Raises:
+        ValueError: If an array is not 2-D, codes and factors of a split differ in rows, or
+            the splits differ in ``latent_dim`` or ``num_factors``.
+    """
+    arrays = {
+        "codes_train": np.asarray(codes_train, dtype=np.float64),
+        "factors_train": np.asarray(factors_train),
+        "codes_test": np.asarray(codes_test, dtype=np.float64),
+        "factors_test": np.asarray(factors_test),
+    }
+    shapes = {name: a.shape for name, a in arrays.items()}
+    if any(a.ndim != 2 for a in arrays.values()):
+        raise ValueError(f"codes and factors must be 2-D (num_samples, ...), but got shapes {shapes}")
+    ct, ft, cs, fs = arrays.values()
+    if ct.shape[0] != ft.shape[0] or cs.shape[0] != fs.shape[0]:
+        raise ValueError(f"codes and factors of a split must have as many rows, but got shapes {shapes}")
+    if ct.shape[1] != cs.shape[1] or ft.shape[1] != fs.shape[1]:
+        raise ValueError(f"train and test must have as many latents and factors, but got shapes {shapes}")
+    if ct.shape[0] < 2 or cs.shape[0] < 1:
+        raise ValueError(f"need >= 2 train rows and >= 1 test row, but got shapes {shapes}")
+    return ct, ft, cs, fs
