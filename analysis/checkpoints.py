@@ -41,12 +41,18 @@ def load_trial_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict
     return model, trial
 
 
-def representation_fn(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """Observations float32 ``(B, C, H, W)`` -> posterior means ``(B, latent_dim)`` of ``model``."""
+def representation_fn(model: torch.nn.Module, device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """Observations float32 ``(B, C, H, W)`` -> posterior means ``(B, latent_dim)`` of ``model``.
+
+    Args:
+        model: A VAE with ``encode(x) -> (mu, logvar)``, already on ``device``.
+        device: Where the observations are sent before encoding; the codes come back as numpy.
+    """
 
     def encode(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))[0].numpy()
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            return model.encode(x)[0].cpu().numpy()
 
     return encode
 

@@ -252,21 +252,19 @@ def _maybe_kill(fault, params: dict[str, Any], epoch: int) -> None:
 
 def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device) -> dict[str, float]:
     """The evaluation metrics of ``config.metrics`` on the held-out ground-truth data."""
+    from analysis.checkpoints import representation_fn
     from analysis.metrics import METRICS
 
     if not config.metrics or config.ground_truth is None:
         return {}
     model.eval()
 
-    def representation_fn(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model.encode(torch.from_numpy(x).to(device))[0].cpu().numpy()
-
+    encode = representation_fn(model, device)
     results: dict[str, float] = {}
     for name in config.metrics:
         rng = np.random.default_rng(config.seed)
         results.update(
-            METRICS[name].compute(config.ground_truth, representation_fn, random_state=rng, num_train=config.num_train)
+            METRICS[name].compute(config.ground_truth, encode, random_state=rng, num_train=config.num_train)
         )
     return results
 
