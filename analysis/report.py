@@ -37,6 +37,26 @@ __all__ = ["write_report"]
 
 BASE_METRICS = ("val_elbo", "val_recon_loss", "val_kl")
 
+# Figures that only some studies have (toy data space, interpolations, prediction grids), as
+# "module:function" with ``function(study_dir, trials, best, out) -> [(title, path), ...]``, where
+# ``best`` is the best trial's row (or None) and ``out`` the report directory; [] when the study
+# has nothing to show. A figure that fails is reported as skipped, with the reason.
+EXTRA_FIGURES: list[str] = []
+
+
+def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tuple[list, list[str]]:
+    import importlib
+
+    figures, skipped = [], []
+    for target in EXTRA_FIGURES:
+        module, name = target.split(":")
+        try:
+            figures += getattr(importlib.import_module(module), name)(study_dir, trials, best, out)
+        except Exception as err:  # one figure's failure must not cost the rest of the report
+            skipped.append(f"{target}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        plt.close("all")
+    return figures, skipped
+
 
 def _metrics(trials: pd.DataFrame) -> list[str]:
     """Disentanglement metrics present in the table (suite order), then the ELBO terms."""
@@ -147,6 +167,15 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
         figures += list(zip(titles, paths))
         if skipped:
             sections.append(("text", f"Best-trial figures skipped: {skipped}."))
+    if model_figures:
+        from study.results import best_trial
+
+        metric, mode = objective["metric"][0], objective["mode"][0]
+        best_row = best_trial(trials, metric, mode) if metric in trials else None
+        extra, failed = _extra_figures(study_dir, trials, best_row, out)
+        figures += extra
+        if failed:
+            sections.append(("text", "Figures skipped: " + "; ".join(failed) + "."))
     for title, path in figures:
         sections += [("h2", title), ("img", path.name)]
     name = meta.get("name", study_dir.name)

@@ -45,6 +45,12 @@ class PreparedData:
         ground_truth: The validation rows as a ground-truth dataset, for disentanglement
             metrics; None when the dataset has no factors.
         source: Path of the file read.
+        info: Facts about the data for the study directory's ``data.json`` (row counts,
+            preprocessing statistics computed on train rows, column names...); JSON values.
+        ray_datasets: For data too large to hold in memory: a function returning
+            ``{"train": ray.data.Dataset, "val": ray.data.Dataset}`` (streamed, e.g. from HDF5)
+            that :meth:`to_ray` calls instead of building datasets from ``train``/``val``,
+            which may then be empty.
     """
 
     train: dict[str, np.ndarray]
@@ -53,11 +59,15 @@ class PreparedData:
     ground_truth: ArrayGroundTruthData | None
     source: Path
     info: dict[str, Any] = field(default_factory=dict)
+    ray_datasets: Callable[[], dict[str, Any]] | None = None
 
     def to_ray(self, block_rows: int = 2048) -> dict[str, Any]:
-        """``{"train": ray.data.Dataset, "val": ray.data.Dataset}``, materialised in the object store."""
+        """``{"train": ray.data.Dataset, "val": ray.data.Dataset}``: streamed when the loader gave
+        :attr:`ray_datasets`, else materialised in the object store from the columns."""
         from datasets.ray_data import from_columns
 
+        if self.ray_datasets is not None:
+            return self.ray_datasets()
         return {"train": from_columns(self.train, block_rows), "val": from_columns(self.val, block_rows)}
 
 
@@ -103,7 +113,14 @@ def get_dataset(name: str) -> DatasetEntry:
 
 
 def _load() -> None:
-    import datasets.dsprites  # noqa: F401  (registers itself)
+    """Imports every module of the :mod:`datasets` package; dataset modules register themselves."""
+    import importlib
+    import pkgutil
+
+    import datasets as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def split_rows(num_rows: int, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

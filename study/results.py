@@ -31,6 +31,7 @@ from trainables.loop import REPEAT_KEY, trial_seed
 __all__ = ["SPEC_FILE", "build_tables", "write_results", "write_parquet", "best_trial"]
 
 SPEC_FILE = "spec.json"
+DATA_FILE = "data.json"  # the data source, row counts and preprocessing statistics of a study
 # Columns Tune adds to every result; not metrics of ours.
 _TUNE_FIELDS = {
     "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_since_restore",

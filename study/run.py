@@ -66,7 +66,7 @@ def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
         UsageError: If ``storage_path`` or the study directory is a file, or the directory
             holds a study with another spec (unless ``overwrite``), or files of another tool.
     """
-    from study.results import SPEC_FILE
+    from study.results import DATA_FILE, SPEC_FILE
 
     storage = spec.storage_path.resolve()
     for path in [*reversed(storage.parents), storage]:
@@ -206,7 +206,7 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
 
 def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     """Runs (or resumes) a validated study; returns the exit code."""
-    from study.results import SPEC_FILE
+    from study.results import DATA_FILE, SPEC_FILE
 
     resume = check_study_dir(spec, args.overwrite)
     prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
@@ -219,6 +219,8 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
         shutil.rmtree(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+    (study_dir / DATA_FILE).write_text(json.dumps({"source": str(prepared.source), **prepared.info}, indent=2,
+                                                  default=str))
 
     from study.space import num_trials
 

@@ -202,6 +202,10 @@ class EvaluationSpec(BaseModel):
     model_config = _FROZEN
     metrics: list[str] = Field(default_factory=lambda: ["mig"])
     num_train: int = Field(10_000, gt=1, le=10_000_000)  # samples scored (disentanglement_lib's default)
+    # Reconstructions of this many fixed val rows are kept with each checkpoint (snapshots.npz)
+    # after the epochs listed (None: every epoch; the last epoch always) for the prediction grid.
+    snapshot_samples: int = Field(8, ge=0, le=256)
+    snapshot_epochs: list[int] | None = None
 
     @field_validator("metrics")
     @classmethod
@@ -249,7 +253,17 @@ class StudySpec(BaseModel):
         fixed = {k: v for k, v in self.family.items() if k != "name"}
         for key, param in self.search_space.items():
             where = f"search_space.{key}"
-            if key in family.config_cls.model_fields:
+            head = key.split(".")[0]
+            if "." in key and head in family.config_cls.model_fields:
+                if head not in fixed:
+                    raise ValueError(f"{where}: family.{head} must be given for its entry {key!r} to be searched")
+                for value in param.values_to_check():
+                    try:
+                        nested = set_path(fixed, key, value)
+                    except KeyError as err:
+                        raise ValueError(f"{where}: {err.args[0]}") from None
+                    _validate_section(family.config_cls, nested, where)
+            elif key in family.config_cls.model_fields:
                 if key in fixed:
                     raise ValueError(f"{where}: {key} is both fixed in family and searched; keep one")
                 for value in param.values_to_check():
@@ -279,7 +293,12 @@ class StudySpec(BaseModel):
                 )
         if self.search.algorithm != "grid" and self.search.num_samples is None:
             raise ValueError(f"search.num_samples: required for algorithm {self.search.algorithm!r}")
-        reported = set(family.epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
+        try:
+            config = family.config_cls(**fixed)
+        except ValidationError:  # a required field is searched: the config-dependent metrics are unknown
+            config = None
+        epoch_metrics = family.reported_metrics(config)
+        reported = set(epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
         for metric in self.objective.metrics:
             if metric not in reported:
                 raise ValueError(
@@ -287,7 +306,12 @@ class StudySpec(BaseModel):
                     f"evaluation.metrics {self.evaluation.metrics}; expected one of {sorted(reported)}"
                 )
         if self.scheduler.name == "asha":
-            self._check_asha(family.epoch_metrics)
+            self._check_asha(epoch_metrics)
+        if self.resources.num_workers > 1 and hasattr(family.model_cls, "training_step"):
+            raise ValueError(
+                f"resources.num_workers: family {family.name!r} runs its own optimisation step, which DDP "
+                f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
+            )
         return self
 
     def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
@@ -344,8 +368,30 @@ class StudySpec(BaseModel):
         train = self.training.model_dump()
         for key in self.search_space:
             value = params[key] if key in params else self.search_space[key].value
-            (fam if key in family.config_cls.model_fields else train)[key] = value
+            if "." in key:
+                fam = set_path(fam, key, value)
+            else:
+                (fam if key in family.config_cls.model_fields else train)[key] = value
         return family.config_cls(**fam), TrainingSpec(**train)
+
+
+def set_path(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``config`` with the nested entry at dotted ``key`` (``"tasks.y.weight"``) set.
+
+    Raises:
+        KeyError: If an intermediate entry is missing or not a mapping.
+    """
+    import copy
+
+    result = copy.deepcopy(config)
+    node = result
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise KeyError(f"{'.'.join(parts[: depth + 1])!r} is not a mapping in the family config")
+        node = node[part]
+    node[parts[-1]] = value
+    return result
 
 
 def _lookup(getter, section: Any, where: str):

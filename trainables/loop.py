@@ -29,9 +29,11 @@ import torch
 from trainables.faults import active_fault
 from trainables.registry import get_family
 
-__all__ = ["TrialConfig", "train_fn_per_worker", "train_driver_fn", "run_worker", "trial_seed", "load_checkpoint"]
+__all__ = ["TrialConfig", "train_fn_per_worker", "train_driver_fn", "run_worker", "trial_seed", "load_checkpoint",
+           "load_snapshots"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+SNAPSHOT_FILE = "snapshots.npz"
 TRIAL_FILE = "trial.json"
 REPEAT_KEY = "__trial_index__"  # set by tune.search.Repeater: the repeat index of a configuration
 
@@ -58,6 +60,8 @@ class TrialConfig:
     num_train: int = 10_000
     threads: int = 1
     ground_truth: Any = None  # datasets.base.ArrayGroundTruthData of the held-out rows, or None
+    snapshot_epochs: list[int] | None = None  # epochs whose val reconstructions are kept; None: every epoch
+    snapshot_samples: int = 8  # fixed val rows reconstructed at those epochs; 0: none
 
 
 class Session(Protocol):
@@ -165,7 +169,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """Reads a trial checkpoint: ``model``, ``optimizer`` state dicts and ``epoch`` (epochs done).
+    """Reads a trial checkpoint: ``model`` state dict, ``optimizers`` (a list of state dicts) and
+    ``epoch`` (epochs done).
 
     Tensors only: ``torch.load(weights_only=True)`` refuses pickled objects.
 
@@ -185,6 +190,11 @@ def build_model(config: TrialConfig) -> torch.nn.Module:
 def run_worker(config: TrialConfig, session: Session) -> None:
     """Trains one model for ``training.epochs`` epochs, reporting once per epoch.
 
+    A family may take over the optimisation step (GANs, FactorVAE's discriminator) by giving
+    its module ``configure_optimizers(training) -> list[Optimizer]`` and
+    ``training_step(batch, optimizers) -> dict[str, Tensor]`` (scalar terms, ``loss`` among
+    them); otherwise one optimizer of ``training.optimizer`` minimises ``model(batch).loss``.
+
     Raises:
         FloatingPointError: If the training loss becomes NaN or infinite; the trial errors.
     """
@@ -195,26 +205,33 @@ def run_worker(config: TrialConfig, session: Session) -> None:
     model = build_model(config)
     state = None
     checkpoint = session.checkpoint()
+    snapshots: dict[str, np.ndarray] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(directory)
+            snapshots = load_snapshots(directory)
         model.load_state_dict(state["model"])
     model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
     core = model.module if hasattr(model, "module") else model
-    optimizer = _optimizer(training["optimizer"], model.parameters(), training["lr"])
+    if hasattr(core, "configure_optimizers"):
+        optimizers = list(core.configure_optimizers(training))
+    else:
+        optimizers = [_optimizer(training["optimizer"], model.parameters(), training["lr"])]
     done = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])  # moves the optimizer state to the parameters' device
+        for optimizer, saved in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)  # moves the optimizer state to the parameters' device
         done = int(state["epoch"])
     fault = active_fault()
     params = {**config.family_config, **config.training}
     train_shard = session.shard("train")
     val_shard = session.shard("val") if session.world_rank == 0 else None
+    snapshot_batch = None
 
     for epoch in range(done + 1, training["epochs"] + 1):
         start = time.perf_counter()
         model.train()
-        train_terms, seen = _run_epoch(model, train_shard, training["batch_size"], device, optimizer)
+        train_terms, seen, _ = _run_epoch(model, train_shard, training["batch_size"], device, optimizers)
         if fault is not None and fault.kind == "nan" and fault.matches(params, epoch):
             train_terms["loss"] = float("nan")  # injected by VAE_STUDY_FAULT (tests only)
         if not all(math.isfinite(v) for v in train_terms.values()):
@@ -231,17 +248,58 @@ def run_worker(config: TrialConfig, session: Session) -> None:
             continue
         core.eval()
         with torch.no_grad():
-            val_terms, _ = _run_epoch(core, val_shard, training["batch_size"], device, None)
+            val_terms, _, predictions = _run_epoch(core, val_shard, training["batch_size"], device, None,
+                                                   keep_first=config.snapshot_samples)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
-        metrics["val_elbo"] = -(val_terms["recon_loss"] + val_terms["kl"])
+        if {"recon_loss", "kl"} <= set(val_terms):
+            metrics["val_elbo"] = -(val_terms["recon_loss"] + val_terms["kl"])
+        first = predictions.pop("__first_batch__", None)
+        if predictions and hasattr(core, "validation_metrics"):
+            metrics.update({f"val_{k}": v for k, v in core.validation_metrics(predictions).items()})
+        if snapshot_batch is None and first is not None:
+            snapshot_batch = first
+        if snapshot_batch is not None and _snapshot_due(config, epoch) and hasattr(core, "reconstruct"):
+            _take_snapshot(snapshots, core, snapshot_batch, epoch)
         if epoch == training["epochs"]:
-            metrics.update(evaluate(core, config, device))
+            metrics.update(evaluate(core, config, device, val_shard, training["batch_size"]))
         metrics["epoch_seconds"] = time.perf_counter() - start
         # Ray copies the checkpoint into the trial's storage during report(); the local copy then goes.
         with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
-            _save_checkpoint(checkpoint_dir, core, optimizer, epoch, config)
+            _save_checkpoint(checkpoint_dir, core, optimizers, epoch, config, snapshots)
             session.report(metrics, checkpoint_dir)
         _maybe_kill(fault, params, epoch)
+
+
+def _snapshot_due(config: TrialConfig, epoch: int) -> bool:
+    if config.snapshot_samples <= 0:
+        return False
+    return config.snapshot_epochs is None or epoch in config.snapshot_epochs or epoch == config.training["epochs"]
+
+
+def _take_snapshot(snapshots: dict[str, np.ndarray], model, batch: dict[str, torch.Tensor], epoch: int) -> None:
+    """Adds the reconstructions of the fixed val rows at ``epoch`` (and the rows, once) to ``snapshots``."""
+    if "inputs" not in snapshots:
+        for name, value in batch.items():
+            snapshots["inputs" if name == "image" else f"column_{name}"] = value.cpu().numpy()
+    recon = model.reconstruct(batch)
+    snapshots[f"epoch_{epoch:04d}"] = recon.float().cpu().numpy().astype(np.float16)
+    if hasattr(model, "predict"):
+        for name, value in model.predict(batch).items():
+            snapshots[f"epoch_{epoch:04d}_{name}"] = value.float().cpu().numpy()
+
+
+def load_snapshots(directory: str | Path) -> dict[str, np.ndarray]:
+    """The reconstruction snapshots a checkpoint carries (``snapshots.npz``), or ``{}``.
+
+    Keys: ``inputs`` ``(K, ...)`` the fixed validation rows; ``epoch_NNNN`` ``(K, ...)`` float16
+    mean reconstructions after epoch NNNN; ``epoch_NNNN_<task>`` task predictions ``(K, ...)``;
+    ``column_<name>`` ``(K, ...)`` the rows' other columns (task targets).
+    """
+    path = Path(directory) / SNAPSHOT_FILE
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def _maybe_kill(fault, params: dict[str, Any], epoch: int) -> None:
@@ -250,23 +308,55 @@ def _maybe_kill(fault, params: dict[str, Any], epoch: int) -> None:
         fault.kill()
 
 
-def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device) -> dict[str, float]:
-    """The evaluation metrics of ``config.metrics`` on the held-out ground-truth data."""
+def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device, val_shard=None,
+             batch_size: int = 256) -> dict[str, float]:
+    """The evaluation metrics of ``config.metrics``.
+
+    Ground-truth metrics (MIG, ...) score the held-out factors; sample metrics (``kind="samples"``)
+    compare ``model.sample`` with up to ``num_train`` validation images.
+    """
     from analysis.checkpoints import representation_fn
     from analysis.metrics import METRICS
 
-    if not config.metrics or config.ground_truth is None:
+    if not config.metrics:
         return {}
     model.eval()
-
-    encode = representation_fn(model, device)
     results: dict[str, float] = {}
+    held_out = None
     for name in config.metrics:
+        metric = METRICS[name]
         rng = np.random.default_rng(config.seed)
-        results.update(
-            METRICS[name].compute(config.ground_truth, encode, random_state=rng, num_train=config.num_train)
-        )
+        if metric.kind == "samples":
+            if not hasattr(model, "sample") or val_shard is None:
+                continue
+            if held_out is None:
+                held_out = _first_rows(val_shard, config.num_train, batch_size)
+            results.update(metric.compute(held_out, _sampler(model, device), random_state=rng))
+        elif config.ground_truth is not None and hasattr(model, "encode"):
+            encode = representation_fn(model, device)
+            results.update(metric.compute(config.ground_truth, encode, random_state=rng, num_train=config.num_train))
     return results
+
+
+def _first_rows(shard, num: int, batch_size: int) -> np.ndarray:
+    """Up to ``num`` images of ``shard`` as float32 ``(num, ...)``."""
+    parts, total = [], 0
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        parts.append(np.asarray(batch["image"], dtype=np.float32))
+        total += len(parts[-1])
+        if total >= num:
+            break
+    return np.concatenate(parts)[:num]
+
+
+def _sampler(model, device):
+    """``(num, random_state) -> float32 (num, ...)`` samples of ``model`` as numpy."""
+
+    def sample(num: int, random_state: np.random.Generator) -> np.ndarray:
+        generator = torch.Generator().manual_seed(int(random_state.integers(2**31)))
+        return model.sample(num, generator=generator).float().cpu().numpy()
+
+    return sample
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -274,28 +364,52 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return optimizers[name](params, lr=lr)
 
 
-def _run_epoch(model, shard, batch_size: int, device, optimizer) -> tuple[dict[str, float], int]:
-    """One pass over ``shard``; trains when ``optimizer`` is given. Returns mean terms and rows seen."""
+def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: int = 0):
+    """One pass over ``shard``; trains when ``optimizers`` are given.
+
+    Returns:
+        ``(mean terms, rows seen, predictions)``: on evaluation passes, ``predictions`` holds the
+        model outputs' per-sample ``predictions`` concatenated over the pass, and under
+        ``"__first_batch__"`` the first ``keep_first`` rows of the shard (a dict of tensors).
+    """
+    core = model.module if hasattr(model, "module") else model
+    step = getattr(core, "training_step", None)
     sums: dict[str, float] = {}
+    collected: dict[str, list[torch.Tensor]] = {}
+    first = None
     seen = 0
     for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
-        out = model(batch)
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+        if optimizers is not None and step is not None:
+            terms = step(batch, optimizers)
+        else:
+            out = model(batch)
+            if optimizers is not None:
+                optimizers[0].zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizers[0].step()
+            terms = out.terms()
+            for name, value in getattr(out, "predictions", {}).items():
+                collected.setdefault(name, []).append(value.detach().cpu())
+        if optimizers is None and keep_first and first is None:
+            first = {k: v[:keep_first] for k, v in batch.items()}
         n = len(batch["image"])
-        for name, value in out.terms().items():
+        for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
         seen += n
     if seen == 0:
         raise RuntimeError("the dataset shard yielded no rows")
-    return {name: total / seen for name, total in sums.items()}, seen
+    predictions: dict[str, Any] = {name: torch.cat(parts) for name, parts in collected.items()}
+    if first is not None:
+        predictions["__first_batch__"] = first
+    return {name: total / seen for name, total in sums.items()}, seen, predictions
 
 
-def _save_checkpoint(directory: str, model, optimizer, epoch: int, config: TrialConfig) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+def _save_checkpoint(directory: str, model, optimizers, epoch: int, config: TrialConfig,
+                     snapshots: dict[str, np.ndarray]) -> None:
+    torch.save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch},
                os.path.join(directory, CHECKPOINT_FILE))
+    if snapshots:
+        np.savez(os.path.join(directory, SNAPSHOT_FILE), **snapshots)
     described = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "ground_truth"}
     Path(directory, TRIAL_FILE).write_text(json.dumps(described, indent=2))
 
@@ -327,6 +441,8 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
         num_train=spec.evaluation.num_train,
         threads=max(1, int(resources.cpus_per_trial // resources.num_workers)),
         ground_truth=data["ground_truth"],
+        snapshot_epochs=spec.evaluation.snapshot_epochs,
+        snapshot_samples=spec.evaluation.snapshot_samples,
     )
     datasets = {"train": data["train"], "val": data["val"]}
     if resources.num_workers == 1 and resources.trainer == "auto":

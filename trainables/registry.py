@@ -23,13 +23,20 @@ class Family:
         name: Registry key used in study specs (``family.name``).
         config_cls: Pydantic config class (``frozen``, ``extra="forbid"``).
         model_cls: ``nn.Module`` subclass built as ``model_cls(config, input_shape)``.
-        epoch_metrics: Metric names the training loop reports every epoch for it.
+        epoch_metrics: Metric names the training loop reports every epoch for any config of it.
     """
 
     name: str
     config_cls: type[BaseModel]
     model_cls: type[nn.Module]
     epoch_metrics: tuple[str, ...]
+
+    def reported_metrics(self, config: BaseModel | None = None) -> tuple[str, ...]:
+        """Per-epoch metric names for one config: :attr:`epoch_metrics` plus those that depend on
+        the config (the model class's ``config_metrics(config)``, e.g. a multitask model's
+        ``val_y_auc``)."""
+        extra = getattr(self.model_cls, "config_metrics", None)
+        return self.epoch_metrics + (tuple(extra(config)) if extra is not None and config is not None else ())
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -43,7 +50,8 @@ def register(name: str, config_cls: type[BaseModel], *, loss_terms: tuple[str, .
         config_cls: The family's pydantic config class.
         loss_terms: Names of the scalar terms of the model's output besides ``loss``
             (e.g. ``("recon_loss", "kl")``); the loop reports ``train_<term>`` and
-            ``val_<term>`` for each, plus ``train_loss``, ``val_loss`` and ``val_elbo``.
+            ``val_<term>`` for each, plus ``train_loss``, ``val_loss``, and ``val_elbo`` when the
+            terms include ``recon_loss`` and ``kl``.
 
     Raises:
         ValueError: If ``name`` is already registered.
@@ -53,7 +61,9 @@ def register(name: str, config_cls: type[BaseModel], *, loss_terms: tuple[str, .
         if name in _FAMILIES:
             raise ValueError(f"family {name!r} is already registered")
         terms = ("loss",) + tuple(loss_terms)
-        metrics = tuple(f"{split}_{term}" for split in ("train", "val") for term in terms) + ("val_elbo",)
+        metrics = tuple(f"{split}_{term}" for split in ("train", "val") for term in terms)
+        if {"recon_loss", "kl"} <= set(terms):
+            metrics += ("val_elbo",)
         _FAMILIES[name] = Family(name, config_cls, model_cls, metrics)
         return model_cls
 
@@ -80,4 +90,11 @@ def get_family(name: str) -> Family:
 
 
 def _load() -> None:
-    import trainables.families  # noqa: F401  (registers the built-in families)
+    """Imports every module of :mod:`trainables.families`; each registers its family."""
+    import importlib
+    import pkgutil
+
+    import trainables.families as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")

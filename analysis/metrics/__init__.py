@@ -36,10 +36,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric of the suite: its sampler wrapper and its result keys with their directions."""
+    """A metric of the suite: its sampler wrapper and its result keys with their directions.
+
+    ``kind="ground_truth"``: ``compute(dataset, representation_fn, *, random_state, num_train)``
+    scores codes against known factors. ``kind="samples"``: ``compute(images, sample_fn, *,
+    random_state)`` compares held-out images ``(N, ...)`` with ``sample_fn(num, random_state)``,
+    the model's samples (sample quality, for VAEs and GANs alike).
+    """
 
     compute: Callable[..., dict[str, float]]
     keys: dict[str, Literal["min", "max"]]
+    kind: Literal["ground_truth", "samples"] = "ground_truth"
 
 
 _DCI_KEYS = {k: "max" for k in ("dci_disentanglement", "dci_completeness", "dci_informativeness_train",

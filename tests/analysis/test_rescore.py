@@ -38,7 +38,7 @@ def study_dir(tmp_path):
         model = build_model(config)
         ckpt = study / f"trial{i}" / "checkpoint_000000"
         ckpt.mkdir(parents=True)
-        _save_checkpoint(str(ckpt), model, __import__("torch").optim.Adam(model.parameters()), 1, config)
+        _save_checkpoint(str(ckpt), model, [__import__("torch").optim.Adam(model.parameters())], 1, config, {})
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "beta": beta, "seed": 100 + i,
                      "checkpoint_path": str(ckpt), "mig": 0.5})
     rows.append({"trial_id": "t2", "status": "ERROR", "beta": 8.0, "seed": 102, "checkpoint_path": None, "mig": np.nan})

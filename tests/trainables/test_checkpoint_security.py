@@ -25,7 +25,7 @@ class Payload:
 
 def plant(directory: Path, marker: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {}, "optimizer": {}, "epoch": Payload(marker)}, directory / CHECKPOINT_FILE)
+    torch.save({"model": {}, "optimizers": [], "epoch": Payload(marker)}, directory / CHECKPOINT_FILE)
     (directory / TRIAL_FILE).write_text(
         '{"family": "conv_vae", "family_config": {}, "input_shape": [1, 64, 64], "training": {}, "seed": 0}'
     )

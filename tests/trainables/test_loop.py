@@ -214,8 +214,8 @@ def test_checkpoint_holds_model_optimizer_epoch_and_trial(tmp_path, data):
         assert (directory / CHECKPOINT_FILE).is_file()
         state = load_checkpoint(directory)
         assert state["epoch"] == epoch
-        assert set(state) == {"model", "optimizer", "epoch"}
-        assert state["optimizer"]["state"]  # Adam moments after a step
+        assert set(state) == {"model", "optimizers", "epoch"}
+        assert state["optimizers"][0]["state"]  # Adam moments after a step
         described = json.loads((directory / TRIAL_FILE).read_text())
         assert described["family"] == "conv_vae"
         assert described["seed"] == config.seed

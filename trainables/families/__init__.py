@@ -1,3 +1,1 @@
-"""Built-in model families; importing this package registers them."""
-
-from trainables.families import conv_vae  # noqa: F401
+"""Built-in model families, one module each; :mod:`trainables.registry` imports them all."""
