@@ -136,7 +136,7 @@ def study_metadata(spec: StudySpec) -> dict[str, Any]:
         "searched_params": spec.searched_params,
         "search_params": list(spec.search_space),
         "objective": {"metric": spec.objective.metrics, "mode": spec.objective.modes},
-        "family": spec.family["name"],
+        "family": " | ".join(spec.family_names),
         "dataset": spec.dataset["name"],
     }
 

@@ -225,7 +225,7 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     from study.space import num_trials
 
     print(
-        f"study {spec.name}: {num_trials(spec)} trials of {spec.family['name']} on {spec.dataset['name']} "
+        f"study {spec.name}: {num_trials(spec)} trials of {' | '.join(spec.family_names)} on {spec.dataset['name']} "
         f"({prepared.source}, {prepared.info.get('num_train')} train / {prepared.info.get('num_val')} val rows); "
         f"writing to {study_dir}",
         flush=True,

@@ -225,6 +225,8 @@ class StudySpec(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     dataset: dict[str, Any]
     family: dict[str, Any]
+    # Per-family fixed values when search_space.family searches over families.
+    family_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
     objective: ObjectiveSpec = ObjectiveSpec()
     search: SearchSpec = SearchSpec()
@@ -243,42 +245,59 @@ class StudySpec(BaseModel):
     @field_validator("family")
     @classmethod
     def _family(cls, value: dict[str, Any]) -> dict[str, Any]:
-        family = _lookup(get_family, value, "family")
-        _validate_section(family.config_cls, {k: v for k, v in value.items() if k != "name"}, "family")
+        if "name" in value:  # without a name the family is searched: checked with the search space
+            family = _lookup(get_family, value, "family")
+            _validate_section(family.config_cls, {k: v for k, v in value.items() if k != "name"}, "family")
         return value
+
+    @property
+    def family_names(self) -> list[str]:
+        """The families the study trains: ``family.name``, or the choices of ``search_space.family``."""
+        param = self.search_space.get("family")
+        if param is None:
+            return [self.family["name"]]
+        return list(param.choices) if isinstance(param, CategoricalParam) else [param.value]
+
+    def family_fixed(self, name: str) -> dict[str, Any]:
+        """The fixed config values of family ``name``: the ``family`` section plus its ``family_settings``."""
+        return {**{k: v for k, v in self.family.items() if k != "name"}, **self.family_settings.get(name, {})}
+
+    def _check_families(self) -> list:
+        param = self.search_space.get("family")
+        if param is None:
+            if "name" not in self.family:
+                raise ValueError("family.name: required (or search the family with search_space.family)")
+            if self.family_settings:
+                raise ValueError("family_settings: only for a study that searches search_space.family; "
+                                 "put the values in the family section")
+            return [get_family(self.family["name"])]
+        if "name" in self.family:
+            raise ValueError("family.name: the family is searched in search_space.family; remove one of them")
+        if not isinstance(param, (CategoricalParam, FixedParam)):
+            raise ValueError(f"search_space.family: expected a categorical of family names, not a {param.type} range")
+        families = []
+        for name in self.family_names:
+            try:
+                families.append(get_family(name))
+            except KeyError as err:
+                raise ValueError(f"search_space.family: {err.args[0]}") from None
+        for name in self.family_settings:
+            if name not in self.family_names:
+                raise ValueError(f"family_settings.{name}: not among the searched families {self.family_names}")
+        for family in families:
+            common = {k: v for k, v in self.family.items()}
+            _validate_section(family.config_cls, common, f"family (for {family.name})")
+            _validate_section(family.config_cls, self.family_fixed(family.name), f"family_settings.{family.name}")
+        return families
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:
-        family = get_family(self.family["name"])
-        fixed = {k: v for k, v in self.family.items() if k != "name"}
+        families = self._check_families()
         for key, param in self.search_space.items():
-            where = f"search_space.{key}"
-            head = key.split(".")[0]
-            if "." in key and head in family.config_cls.model_fields:
-                if head not in fixed:
-                    raise ValueError(f"{where}: family.{head} must be given for its entry {key!r} to be searched")
-                for value in param.values_to_check():
-                    try:
-                        nested = set_path(fixed, key, value)
-                    except KeyError as err:
-                        raise ValueError(f"{where}: {err.args[0]}") from None
-                    _validate_section(family.config_cls, nested, where)
-            elif key in family.config_cls.model_fields:
-                if key in fixed:
-                    raise ValueError(f"{where}: {key} is both fixed in family and searched; keep one")
-                for value in param.values_to_check():
-                    _validate_section(family.config_cls, {**fixed, key: value}, where, only=key)
-            elif key in TrainingSpec.model_fields:
-                for value in param.values_to_check():
-                    _validate_section(TrainingSpec, {key: value}, where, only=key)
-            else:
-                raise ValueError(
-                    f"{where}: unknown parameter {key!r}; expected a parameter of family "
-                    f"{family.name!r} ({', '.join(sorted(family.config_cls.model_fields))}) or of "
-                    f"training ({', '.join(TrainingSpec.model_fields)})"
-                )
-            if self.search.algorithm == "grid" and not isinstance(param, (CategoricalParam, FixedParam)):
-                raise ValueError(f"{where}: grid search takes categorical choices or a fixed value, not a {param.type} range")
+            if key == "family":
+                continue
+            for family in families:
+                self._check_param(key, param, family, self.family_fixed(family.name), len(families) > 1)
         searched = [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
         if not searched:
             raise ValueError(
@@ -293,26 +312,62 @@ class StudySpec(BaseModel):
                 )
         if self.search.algorithm != "grid" and self.search.num_samples is None:
             raise ValueError(f"search.num_samples: required for algorithm {self.search.algorithm!r}")
-        try:
-            config = family.config_cls(**fixed)
-        except ValidationError:  # a required field is searched: the config-dependent metrics are unknown
-            config = None
-        epoch_metrics = family.reported_metrics(config)
+        epoch_metrics: list[str] = []
+        for family in families:
+            try:
+                config = family.config_cls(**self.family_fixed(family.name))
+            except ValidationError:  # a required field is searched: the config-dependent metrics are unknown
+                config = None
+            names = family.reported_metrics(config)
+            epoch_metrics = [m for m in epoch_metrics if m in names] if epoch_metrics else list(names)
+        who = f"family {families[0].name!r}" if len(families) == 1 else f"every family of {self.family_names}"
         reported = set(epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
         for metric in self.objective.metrics:
             if metric not in reported:
                 raise ValueError(
-                    f"objective.metric: {metric!r} is not reported by family {family.name!r} with "
+                    f"objective.metric: {metric!r} is not reported by {who} with "
                     f"evaluation.metrics {self.evaluation.metrics}; expected one of {sorted(reported)}"
                 )
         if self.scheduler.name == "asha":
             self._check_asha(epoch_metrics)
-        if self.resources.num_workers > 1 and hasattr(family.model_cls, "training_step"):
-            raise ValueError(
-                f"resources.num_workers: family {family.name!r} runs its own optimisation step, which DDP "
-                f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
-            )
+        for each in families:
+            if self.resources.num_workers > 1 and hasattr(each.model_cls, "training_step"):
+                raise ValueError(
+                    f"resources.num_workers: family {each.name!r} runs its own optimisation step, which DDP "
+                    f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
+                )
         return self
+
+    def _check_param(self, key: str, param, family, fixed: dict[str, Any], several: bool) -> None:
+        """Checks one search-space entry against one family's config (or the training settings)."""
+        where = f"search_space.{key}"
+        head = key.split(".")[0]
+        if "." in key and head in family.config_cls.model_fields:
+            if head not in fixed:
+                raise ValueError(f"{where}: family.{head} must be given for its entry {key!r} to be searched")
+            for value in param.values_to_check():
+                try:
+                    nested = set_path(fixed, key, value)
+                except KeyError as err:
+                    raise ValueError(f"{where}: {err.args[0]}") from None
+                _validate_section(family.config_cls, nested, where)
+        elif key in family.config_cls.model_fields:
+            if key in fixed:
+                raise ValueError(f"{where}: {key} is both fixed in family and searched; keep one")
+            for value in param.values_to_check():
+                _validate_section(family.config_cls, {**fixed, key: value}, where, only=key)
+        elif key in TrainingSpec.model_fields:
+            for value in param.values_to_check():
+                _validate_section(TrainingSpec, {key: value}, where, only=key)
+        else:
+            which = f"every searched family, but {family.name!r} has none" if several else f"family {family.name!r}"
+            raise ValueError(
+                f"{where}: unknown parameter {key!r}; expected a parameter of {which} "
+                f"({', '.join(sorted(family.config_cls.model_fields))}) or of "
+                f"training ({', '.join(TrainingSpec.model_fields)})"
+            )
+        if self.search.algorithm == "grid" and not isinstance(param, (CategoricalParam, FixedParam)):
+            raise ValueError(f"{where}: grid search takes categorical choices or a fixed value, not a {param.type} range")
 
     def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
         if self.objective.multi:
@@ -354,6 +409,12 @@ class StudySpec(BaseModel):
         """The ``dataset`` section as the dataset's validated options object."""
         return get_dataset(self.dataset["name"]).options_cls(**self.dataset)
 
+    def trial_family(self, params: dict[str, Any]) -> str:
+        """The family name of a trial with sampled ``params``."""
+        if "family" in self.search_space:
+            return params.get("family", self.family_names[0])
+        return self.family["name"]
+
     def trial_settings(self, params: dict[str, Any]) -> tuple[BaseModel, TrainingSpec]:
         """The family config and training settings of a trial with sampled ``params``.
 
@@ -363,10 +424,12 @@ class StudySpec(BaseModel):
         Returns:
             ``(family_config, training)``, both validated.
         """
-        family = get_family(self.family["name"])
-        fam = {k: v for k, v in self.family.items() if k != "name"}
+        family = get_family(self.trial_family(params))
+        fam = self.family_fixed(family.name)
         train = self.training.model_dump()
         for key in self.search_space:
+            if key == "family":
+                continue
             value = params[key] if key in params else self.search_space[key].value
             if "." in key:
                 fam = set_path(fam, key, value)

@@ -432,7 +432,7 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
     family_config, training = spec.trial_settings(params)
     resources = spec.resources
     trial = TrialConfig(
-        family=spec.family["name"],
+        family=spec.trial_family(params),
         family_config=family_config.model_dump(mode="json"),
         training=training.model_dump(mode="json"),
         input_shape=tuple(data["input_shape"]),

@@ -377,3 +377,58 @@ def test_override_through_a_scalar_via_load_spec():
     msg = load_error(SMOKE, ["name.x=1"])
 
     assert msg == "--set name.x=1: name is not a section"
+
+
+# --- searching the family itself, dotted keys ------------------------------------------------
+
+
+def family_search(base: dict[str, Any]) -> dict[str, Any]:
+    """The smoke spec searching over two families: the conv VAE twice under different settings is not
+    possible, so conv_vae against itself via a one-choice categorical, and the fields split."""
+    data = copy.deepcopy(base)
+    data["family"] = {"latent_dim": 4, "filters": [8, 8, 16, 16]}
+    data["family_settings"] = {"conv_vae": {"hidden_dim": 32}}
+    data["search_space"] = {"family": {"type": "categorical", "choices": ["conv_vae"]},
+                            "beta": {"type": "categorical", "choices": [1, 4]}}
+    return data
+
+
+def test_a_searched_family_gets_common_and_own_settings(tmp_path, base):
+    spec = load_spec(write_spec(tmp_path, family_search(base)))
+    assert spec.family_names == ["conv_vae"]
+    assert spec.searched_params == ["family", "beta"]
+    assert spec.trial_family({"family": "conv_vae", "beta": 4}) == "conv_vae"
+    config, _ = spec.trial_settings({"family": "conv_vae", "beta": 4})
+    assert (config.latent_dim, config.hidden_dim, config.beta) == (4, 32, 4)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda d: d["family"].update(name="conv_vae"), "family.name"),
+        (lambda d: d["search_space"]["family"].update(choices=["conv_vae", "no_such_family"]), "search_space.family"),
+        (lambda d: d["family_settings"].update(dcgan_typo={"latent_dim": 3}), "family_settings.dcgan_typo"),
+        (lambda d: d["family_settings"]["conv_vae"].update(hiden_dim=3), "family_settings.conv_vae.hiden_dim"),
+        (lambda d: d["search_space"].update(family={"type": "float", "low": 0, "high": 1}), "search_space.family"),
+    ],
+)
+def test_bad_family_search_is_refused_naming_the_field(tmp_path, base, change, field):
+    data = family_search(base)
+    change(data)
+    assert field in load_error(write_spec(tmp_path, data))
+
+
+def test_family_settings_without_a_family_search_is_refused(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["family_settings"] = {"conv_vae": {"hidden_dim": 32}}
+    assert "family_settings" in load_error(write_spec(tmp_path, data))
+
+
+def test_dotted_key_sets_a_nested_family_value():
+    from study.spec import set_path
+
+    config = {"tasks": {"y": {"kind": "classify", "weight": 1.0}}}
+    assert set_path(config, "tasks.y.weight", 0.5) == {"tasks": {"y": {"kind": "classify", "weight": 0.5}}}
+    assert config["tasks"]["y"]["weight"] == 1.0  # a copy
+    with pytest.raises(KeyError, match="tasks.z"):
+        set_path(config, "tasks.z.weight", 0.5)

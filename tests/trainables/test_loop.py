@@ -333,3 +333,29 @@ def test_trial_seed_is_stable_and_differs_across_repeats():
     assert [trial_seed(7, 0), trial_seed(7, 1)] == [2083679832, 369571992]
     # The same repeat of another study seed differs.
     assert trial_seed(1, 0) != trial_seed(0, 0)
+
+
+def test_snapshots_keep_fixed_val_reconstructions_at_the_chosen_epochs(tmp_path, data):
+    from trainables.loop import load_snapshots
+
+    session = run(tmp_path, data, trial(epochs=3, snapshot_epochs=[1], snapshot_samples=5))
+    first = load_snapshots(session.checkpoints[0])
+    assert sorted(first) == ["epoch_0001", "inputs"]
+    last = load_snapshots(session.checkpoints[-1])
+    assert sorted(last) == ["epoch_0001", "epoch_0003", "inputs"]  # epoch 2 not chosen; the last always
+    np.testing.assert_array_equal(last["inputs"], data[1][:5])  # the first val rows, fixed
+    assert last["epoch_0003"].shape == (5, *INPUT_SHAPE) and last["epoch_0003"].dtype == np.float16
+    assert 0.0 <= last["epoch_0003"].min() and last["epoch_0003"].max() <= 1.0  # Bernoulli means
+    # Reconstructions improve as training goes on.
+    error = {k: np.abs(last[k].astype(np.float32) - last["inputs"]).mean() for k in ("epoch_0001", "epoch_0003")}
+    assert error["epoch_0003"] < error["epoch_0001"], error
+
+
+def test_snapshots_survive_a_resume_and_can_be_switched_off(tmp_path, data):
+    from trainables.loop import load_snapshots
+
+    first = run(tmp_path, data, trial(epochs=1), name="first")
+    resumed = run(tmp_path, data, trial(epochs=2), restore=first.checkpoints[-1], name="resumed")
+    assert sorted(load_snapshots(resumed.checkpoints[-1])) == ["epoch_0001", "epoch_0002", "inputs"]
+    off = run(tmp_path, data, trial(epochs=1, snapshot_samples=0), name="off")
+    assert load_snapshots(off.checkpoints[-1]) == {}
