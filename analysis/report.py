@@ -41,7 +41,11 @@ BASE_METRICS = ("val_elbo", "val_recon_loss", "val_kl")
 # "module:function" with ``function(study_dir, trials, best, out) -> [(title, path), ...]``, where
 # ``best`` is the best trial's row (or None) and ``out`` the report directory; [] when the study
 # has nothing to show. A figure that fails is reported as skipped, with the reason.
-EXTRA_FIGURES: list[str] = []
+EXTRA_FIGURES: list[str] = [
+    "analysis.prediction_grid:prediction_grid",  # snapshots.npz of the best checkpoint: recon + task predictions
+    "analysis.interpolation:study_interpolation_figure",  # lerp/slerp between two codes of the best trial
+    "analysis.toy_figures:toy_figures",  # toy 2-D studies: reconstructions, prior and per-class samples
+]
 
 
 def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tuple[list, list[str]]:
@@ -80,6 +84,10 @@ def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str
         return [], "no finished trial with a checkpoint"
     try:
         ground_truth = load_ground_truth(study_dir)
+    except ValueError as err:  # no factors (toy, images, jets): traversals by factor do not apply
+        if "no ground-truth factors" in str(err):
+            return [], str(err).splitlines()[0]
+        return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
     except Exception as err:  # the data file may live on another machine; the report goes on without it
         return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
     model, _ = load_trial_model(best["checkpoint_path"])

@@ -26,7 +26,8 @@ import numpy as np
 from datasets.base import ArrayGroundTruthData
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
 
-__all__ = ["DSpritesOptions", "load_dsprites", "resolve_path", "download", "FACTOR_NAMES"]
+__all__ = ["DSpritesOptions", "load_dsprites", "load_factor_values", "factor_columns", "resolve_path", "download",
+           "FACTOR_NAMES"]
 
 FILENAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 URL = f"https://github.com/deepmind/dsprites-dataset/raw/master/{FILENAME}"
@@ -156,18 +157,73 @@ def load_dsprites(path: Path) -> ArrayGroundTruthData:
     return ArrayGroundTruthData(imgs[:, None], classes, num_values, FACTOR_NAMES)
 
 
+def load_factor_values(path: Path, num_rows: int) -> np.ndarray | None:
+    """The factor values of a dSprites file (``latents_values``), or None when it has none.
+
+    Args:
+        path: A file :func:`load_dsprites` accepted.
+        num_rows: Its number of images.
+
+    Returns:
+        float32 ``(num_rows, 5)``: shape (1-3), scale (0.5-1), orientation (radians, 0-2 pi),
+        pos_x and pos_y (0-1); the canonical file's constant colour column dropped.
+
+    Raises:
+        DataError: If ``latents_values`` is pickled or not ``(num_rows, 5)``/``(num_rows, 6)`` numbers.
+    """
+    with np.load(path, allow_pickle=False) as npz:
+        if "latents_values" not in npz.files:
+            return None
+        try:
+            values = npz["latents_values"]
+        except ValueError as err:
+            raise DataError(f"{path}: key 'latents_values' cannot be read without unpickling ({err})") from None
+    if values.ndim != 2 or values.shape[0] != num_rows or values.shape[1] not in (5, 6) \
+            or not np.issubdtype(values.dtype, np.number):
+        raise DataError(
+            f"{path}: key 'latents_values' must be ({num_rows}, 5) or ({num_rows}, 6) numbers, "
+            f"but got {values.shape} {values.dtype}"
+        )
+    return values[:, -5:].astype(np.float32)
+
+
+def factor_columns(classes: np.ndarray, values: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per-factor target columns for supervised tasks (multitask VAEs).
+
+    Args:
+        classes: int ``(N, 5)`` factor classes.
+        values: float32 ``(N, 5)`` factor values (:func:`load_factor_values`), or None.
+
+    Returns:
+        float32 ``(N,)`` columns: ``shape``, the class index 0-2 (square, ellipse, heart); and with
+        ``values``, ``scale``, ``orientation`` (radians), ``pos_x``, ``pos_y`` in the file's units.
+    """
+    columns = {"shape": classes[:, 0].astype(np.float32)}
+    if values is not None:
+        columns.update({name: values[:, i] for i, name in enumerate(FACTOR_NAMES) if name != "shape"})
+    return columns
+
+
 @register_dataset("dsprites", DSpritesOptions)
 def prepare(options: DSpritesOptions, seed: int) -> PreparedData:
-    """Loads dSprites and splits it deterministically from ``seed`` (the file is stored sorted)."""
+    """Loads dSprites and splits it deterministically from ``seed`` (the file is stored sorted).
+
+    Both splits carry the :func:`factor_columns` (task targets); val also ``factors``, the int
+    ``(N, 5)`` classes.
+    """
     path = resolve_path(options.path)
     data = load_dsprites(path)
     train_rows, val_rows = split_rows(len(data), options.val_fraction, seed, options.limit)
     val = data.subset(val_rows)
+    values = load_factor_values(path, len(data))
+    targets = {"train": factor_columns(data.factors[train_rows], None if values is None else values[train_rows]),
+               "val": factor_columns(val.factors, None if values is None else values[val_rows])}
     return PreparedData(
-        train={"image": data.images[train_rows]},
-        val={"image": val.images, "factors": val.factors},
+        train={"image": data.images[train_rows], **targets["train"]},
+        val={"image": val.images, "factors": val.factors, **targets["val"]},
         input_shape=tuple(data.images.shape[1:]),
         ground_truth=val,
         source=path,
-        info={"num_train": len(train_rows), "num_val": len(val_rows), "factors_num_values": data.factors_num_values},
+        info={"num_train": len(train_rows), "num_val": len(val_rows), "factors_num_values": data.factors_num_values,
+              "target_columns": sorted(targets["val"])},
     )

@@ -84,9 +84,12 @@ class Session(Protocol):
 
 def _quiet_ray_data() -> None:
     """No per-epoch Ray Data progress bars in the trial logs (Tune's status table shows progress)."""
+    import logging
+
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-epoch "execution finished" lines
 
 
 class TrainSession:

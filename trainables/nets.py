@@ -1,4 +1,4 @@
-"""Network pieces shared by model families: conv encoder and decoder stacks."""
+"""Network pieces shared by model families: conv encoder and decoder stacks, MLPs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "ConvEncoder", "ConvDecoder", "conv_output_size"]
+__all__ = ["ACTIVATIONS", "ConvEncoder", "ConvDecoder", "MLP", "conv_output_size"]
 
 # Hidden-layer activations by config name. LeakyReLU's 0.01 slope keeps units from dying:
 # with plain ReLU a third of dSprites runs (lr 1e-3 to 3e-3) stuck at the mean image.
@@ -100,3 +100,31 @@ class ConvDecoder(nn.Module):
         """Maps codes ``(B, in_dim)`` to images ``(B, C, H, W)`` (unnormalised)."""
         h = self.head(z).view(-1, self.start_channels, self.size, self.size)  # (B, F, s, s)
         return self.deconvs(h)
+
+
+class MLP(nn.Sequential):
+    """Fully connected stack: ``Linear -> activation`` per hidden width, then a linear output layer.
+
+    Used by the MLP VAE families for encoders and decoders, and by any family for small heads.
+
+    Args:
+        in_dim: Input features; inputs are ``(B, in_dim)`` (flatten images first).
+        widths: Hidden layer widths, in order; empty for a single linear layer.
+        out_dim: Output features (no activation on the output: means, logits, log-variances).
+        activation: Key of :data:`ACTIVATIONS` for the hidden layers.
+
+    Raises:
+        ValueError: If a dimension is not positive or the activation is unknown.
+    """
+
+    def __init__(self, in_dim: int, widths: Sequence[int], out_dim: int, activation: str = "leaky_relu"):
+        dims = [in_dim, *widths, out_dim]
+        if min(dims) < 1:
+            raise ValueError(f"MLP dimensions must be >= 1, but got in_dim={in_dim}, widths={list(widths)}, "
+                             f"out_dim={out_dim}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, but got {activation!r}")
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(dims[:-2], dims[1:-1]):
+            layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+        super().__init__(*layers, nn.Linear(dims[-2], dims[-1]))

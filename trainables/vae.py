@@ -63,7 +63,13 @@ class VAE(nn.Module):
     decoder: nn.Module
     beta: float
     latent_dim: int
-    likelihood: nn.Module = BernoulliLikelihood()
+    likelihood: nn.Module
+
+    def __init__(self):
+        super().__init__()
+        # An instance attribute: a class-level default would shadow the module a subclass assigns
+        # (nn.Module keeps submodules in _modules, looked up only after class attributes).
+        self.likelihood = BernoulliLikelihood()
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps inputs ``(B, ...)`` to posterior ``(mu, logvar)``, each ``(B, latent_dim)``."""
@@ -107,7 +113,10 @@ class VAE(nn.Module):
         """Runs the model on ``batch["image"]`` (float ``(B, ...)``) and any condition in ``batch``."""
         x = batch["image"]
         mu, logvar = self.encode_batch(batch)
-        z = reparameterize(mu, logvar) if self.training else mu
+        # A sampled z in eval mode too: -(recon_loss + kl) is then a one-sample estimate of the ELBO, a
+        # bound on log p(x); decoding the mean code instead would overstate it. Deterministic
+        # reconstructions come from reconstruct().
+        z = reparameterize(mu, logvar)
         recon = self.decode_batch(z, batch)
         nll = self.reconstruction_nll(recon, x)  # (B,)
         reg = self.regularizer(mu, logvar, z)

@@ -18,6 +18,7 @@ from analysis.metrics.gaussian_tc import compute_gaussian_tc
 from analysis.metrics.mig import compute_mig, mig_from_codes
 from analysis.metrics.modularity_explicitness import compute_modularity_explicitness
 from analysis.metrics.sap import compute_sap
+from analysis.metrics.sample_mmd import compute_sample_mmd
 
 __all__ = [
     "METRICS",
@@ -30,6 +31,7 @@ __all__ = [
     "compute_mig",
     "compute_modularity_explicitness",
     "compute_sap",
+    "compute_sample_mmd",
     "mig_from_codes",
 ]
 
@@ -63,6 +65,8 @@ METRICS: dict[str, Metric] = {
         compute_modularity_explicitness, {"modularity": "max", "explicitness_train": "max", "explicitness_test": "max"}
     ),
     "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}),  # unsupervised; 0 = independent
+    # Sample quality of VAEs and GANs alike: kernel MMD^2 of samples vs held-out images (lower is better).
+    "sample_mmd": Metric(compute_sample_mmd, {"sample_mmd": "min"}, kind="samples"),
 }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainables.likelihoods import build_likelihood
 from trainables.nets import ConvDecoder, ConvEncoder
 from trainables.registry import register
 from trainables.vae import VAE
@@ -28,9 +29,22 @@ class ConvVAEConfig(BaseModel):
     filters: tuple[int, ...] = Field((32, 32, 64, 64), min_length=1, max_length=8)  # paper's encoder
     hidden_dim: int = Field(256, gt=0, le=8192)  # paper's FC width
     beta: float = Field(1.0, ge=0.0, le=1e4)  # 1 is the plain VAE
-    likelihood: Literal["bernoulli"] = "bernoulli"  # dSprites pixels are binary
+    # bernoulli: dSprites pixels are binary; gaussian: continuous images (jets), NLL with its
+    # normalising constant so that val_elbo stays a bound in nats.
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    sigma: float = Field(1.0, gt=0.0, le=1e4)  # Gaussian std in data units: fixed, or the initial one when learned
+    learn_sigma: Literal["none", "channel", "pixel"] = "none"  # learn log-sigma per channel / per pixel
     # The paper uses relu; with it a third of short dSprites runs died at the mean image.
     activation: Literal["leaky_relu", "relu"] = "leaky_relu"
+
+    @model_validator(mode="after")
+    def _sigma_needs_gaussian(self) -> ConvVAEConfig:
+        if self.likelihood != "gaussian" and (self.sigma != 1.0 or self.learn_sigma != "none"):
+            raise ValueError(
+                f"sigma and learn_sigma apply to likelihood 'gaussian', but got likelihood={self.likelihood!r} "
+                f"with sigma={self.sigma}, learn_sigma={self.learn_sigma!r}"
+            )
+        return self
 
 
 @register("conv_vae", ConvVAEConfig, loss_terms=("recon_loss", "kl"))
@@ -54,3 +68,4 @@ class ConvVAE(VAE):
                                    config.activation)
         self.decoder = ConvDecoder(input_shape, config.filters, config.hidden_dim, config.latent_dim,
                                    config.activation)
+        self.likelihood = build_likelihood(config.likelihood, input_shape, config.sigma, config.learn_sigma)
