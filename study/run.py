@@ -116,6 +116,12 @@ def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> Non
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
                  logging_level=logging.ERROR)
     logging.getLogger("ray").setLevel(logging.INFO)  # Tune's messages from here on
+    # Datasets carry a copy of the context they were made with, into every trial: no per-epoch
+    # progress bars or "execution finished" lines there (Tune's status table shows progress).
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def check_cluster(spec: StudySpec) -> dict[str, float]:

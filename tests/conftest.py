@@ -47,6 +47,29 @@ def dsprites_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def jets_file(tmp_path: Path) -> Path:
+    """A 200-jet synthetic file in the ML4SCI jets schema with small 25x25 images (fast)."""
+    from datasets.jets import write_synthetic
+
+    return write_synthetic(tmp_path / "jets.h5", 200, seed=0, size=25, chunk_rows=64)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU local Ray (no dashboard) under a short RAY_TMPDIR, shared by a test module."""
+    import ray
+    import ray.data
+
+    path = Path("/tmp") / f"rl{os.getpid()}"
+    path.mkdir(exist_ok=True)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(path), log_to_driver=False,
+             configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
 def ray_tmpdir(tmp_path_factory, monkeypatch) -> Path:
     """A short RAY_TMPDIR so Ray's socket paths stay under the length limit."""
     path = Path("/tmp") / f"rt{os.getpid()}"

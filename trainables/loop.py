@@ -468,7 +468,12 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
             num_workers=resources.num_workers, use_gpu=resources.gpus_per_trial > 0, resources_per_worker=per_worker
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # Train's DataConfig would replace each dataset's execution options (a streamed dataset's
+        # read-ahead cap among them): hand them over as the dataset was built.
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"],
+            execution_options={name: ds.context.execution_options for name, ds in datasets.items()},
+        ),
         run_config=ray.train.RunConfig(
             name=f"{context.get_experiment_name()}-{context.get_trial_id()}",
             storage_path=str(Path(spec.study_dir, "train_runs")),
