@@ -65,7 +65,10 @@ def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tu
 def _metrics(trials: pd.DataFrame) -> list[str]:
     """Disentanglement metrics present in the table (suite order), then the ELBO terms."""
     suite = [k for k in metric_key_modes() if k in trials and trials[k].notna().any()]
-    return suite + [m for m in BASE_METRICS if m in trials]
+    extra = ["sample_mmd"] if "sample_mmd" in trials and trials["sample_mmd"].notna().any() else []
+    tasks = [c for c in trials.columns  # a multitask study's heads: val_<task>_accuracy / _auc / _mae
+             if c.startswith("val_") and c.endswith(("_accuracy", "_auc", "_mae")) and trials[c].notna().any()]
+    return list(dict.fromkeys(suite + extra + [m for m in BASE_METRICS if m in trials] + tasks))
 
 
 def _save(fig, path: Path) -> Path:

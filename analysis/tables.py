@@ -143,13 +143,18 @@ def _header(prefix: str) -> str:
     return prefix[:-1] if prefix else "mean ± std"
 
 
+def _key_cell(value: object) -> str:
+    """A configuration value for a table cell: floats to 4 significant digits (searched floats are long)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     """A markdown table with ``mean ± std`` cells for each ``<metric>_mean``/``_std`` pair."""
     keys, pairs = _layout(table)
     header = keys + [_header(p) for p in pairs]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in table.to_dict("records"):
-        cells = [str(row[k]) for k in keys] + [_mean_std(row, p, "±") for p in pairs]
+        cells = [_key_cell(row[k]) for k in keys] + [_mean_std(row, p, "±") for p in pairs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
