@@ -62,11 +62,16 @@ def local_ray():
 
     path = Path("/tmp") / f"rl{os.getpid()}"
     path.mkdir(exist_ok=True)
+    environ = dict(os.environ)
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(path), log_to_driver=False,
              configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+    # ray.init sets RAY_AUTH_MODE=token in os.environ; left there, a later in-process cluster
+    # under another HOME (test_cluster.py) looks for a token that is not there.
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture

@@ -208,6 +208,7 @@ def two_node_cluster(ray_tmpdir, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # an earlier ray.init() in this process sets it
     gcs, agent_head = _free_ports(2)
     cluster = None
     try:
