@@ -16,10 +16,10 @@ or z-score), clipped to [0, 1] unless z-scored.
 
 Memory stays bounded whatever the file size: the load-time scan and the statistics read
 ``rows_per_block`` rows at a time; an epoch runs at most ``read_concurrency`` read tasks, each
-holding ``rows_per_block`` raw rows and its preprocessed output of ``block_rows`` rows (at most
-128 MiB, Ray Data's block size), with at most ``read_buffer_mb`` of blocks read ahead in the
-object store. The train blocks' order is drawn once per study (the
-same each epoch, up to Ray Data interleaving concurrent tasks).
+holding ``rows_per_block`` raw rows and its preprocessed output (adjacent train blocks merged
+into tasks of about ``task_mb``), with at most ``read_buffer_mb`` of blocks read ahead in the
+object store. The read tasks' order is drawn once per study (the same each epoch, up to Ray
+Data interleaving concurrent tasks).
 
 ``python -m datasets.jets synth OUT.h5 --n 5000`` writes synthetic jets in the same schema
 (see :func:`write_synthetic`): a stand-in for tests and benchmarks, not physics.
@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from datasets.hdf5 import KeySpec, check_hdf5, iter_rows, read_hdf5
+from datasets.hdf5 import KeySpec, blocks, check_hdf5, iter_rows, read_hdf5
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset
 
 __all__ = ["JetsOptions", "JetPreprocessor", "load_jets", "resolve_path", "split_blocks", "write_synthetic",
@@ -73,7 +73,11 @@ class JetsOptions(DatasetOptions):
     quantile: float = Field(0.99, gt=0.0, le=1.0)  # scale="quantile": of the non-zero pixels (>95% are 0)
     clip: bool = True  # max/quantile: clip to [0, 1] (rows beyond the train sample's range, Bernoulli targets)
     stats_rows: int = Field(2048, ge=1, le=1_000_000)  # train rows sampled for the scaling statistics
-    block_rows: int = Field(512, ge=1, le=1_000_000)  # contiguous rows per read task and per split unit
+    block_rows: int = Field(512, ge=1, le=1_000_000)  # contiguous rows per train/val split unit
+    # Rows per read task: adjacent train blocks are merged into tasks of about task_mb of preprocessed
+    # output (never fewer rows than block_rows). Per-task overhead: at 32x32, 512-row tasks streamed
+    # at 0.71 of a plain h5py reader, 2,048-row tasks at 0.96 (benchmarks/data_path.py).
+    task_mb: float = Field(16.0, gt=0.0, le=1024.0)
     rows_per_block: int = Field(128, ge=1, le=65_536)  # rows a read task reads and preprocesses at a time
     # CPUs a read task reserves. 0: Train workers and concurrent trials hold every CPU of a small
     # cluster, and reads that reserve any then never start (RAY_NOTES.md); read_concurrency bounds them.
@@ -206,6 +210,31 @@ def split_blocks(num_rows: int, block_rows: int, val_fraction: float, seed: int
     return train, val
 
 
+def task_ranges(ranges: Sequence[tuple[int, int]], task_rows: int, seed: int | None = None
+                ) -> list[tuple[int, int]]:
+    """Read-task ranges: adjacent ``ranges`` merged, cut into pieces of at most ``task_rows`` rows.
+
+    Args:
+        ranges: Half-open ``(start, stop)`` row ranges (whole split blocks), any order.
+        task_rows: Rows per piece, > 0.
+        seed: Shuffle the pieces with this seed (the train order); None keeps file order.
+
+    Returns:
+        Disjoint ``(start, stop)`` pieces covering exactly the rows of ``ranges``.
+    """
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((start, stop))
+    pieces = blocks(merged, task_rows)
+    if seed is None:
+        return pieces
+    order = np.random.default_rng(np.random.SeedSequence([seed, 0x7A5C])).permutation(len(pieces))
+    return [pieces[i] for i in order]
+
+
 def channel_statistics(path: Path, ranges: Sequence[tuple[int, int]], pre: JetPreprocessor, *, scale: str,
                        quantile: float, rows: int, chunk_rows: int, seed: int) -> dict[str, Any]:
     """Per-channel offset and divisor from the first ``rows`` rows of ``ranges`` (train rows).
@@ -304,6 +333,9 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
                         f"image_mode={options.image_mode!r}; use {'crop' if size < h else 'pad'} or resize")
     num_rows = min(num_file_rows, options.limit or num_file_rows)
     train, val = split_blocks(num_rows, options.block_rows, options.val_fraction, seed)
+    row_bytes = 4 * (3 * options.image_size**2 + len(SCALAR_KEYS))  # one preprocessed row, float32
+    task_rows = max(options.block_rows, int(options.task_mb * 2**20) // row_bytes)
+    train_tasks = task_ranges(train, task_rows, seed)
     geometry = JetPreprocessor(in_size=h, size=size, mode=options.image_mode, log1p=options.log1p)
     stats = channel_statistics(path, train, geometry, scale=options.scale, quantile=options.quantile,
                                rows=options.stats_rows, chunk_rows=options.rows_per_block, seed=seed)
@@ -320,11 +352,12 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
     }
     info = {
         "num_train": sum(b - a for a, b in train), "num_val": sum(b - a for a, b in val), "num_file_rows": num_file_rows,
-        "keys": keys, "columns": ["image", *SCALAR_KEYS], "block_rows": options.block_rows,
+        "keys": keys, "columns": ["image", *SCALAR_KEYS], "block_rows": options.block_rows, "task_rows": task_rows,
         "val_ranges": [list(r) for r in val], "preprocessing": preprocessing,
     }
     # The load scanned every row for NaN/inf unless scan_rows limited it: only then do reads check again.
-    build = functools.partial(_datasets, path, train, val, pre, options.block_rows, options.rows_per_block,
+    build = functools.partial(_datasets, path, train_tasks, task_ranges(val, task_rows), pre, task_rows,
+                              options.rows_per_block,
                               options.read_cpus, options.read_concurrency, options.read_buffer_mb,
                               check_finite=options.scan_rows is not None)
     return PreparedData(train={}, val={}, input_shape=(3, size, size), ground_truth=None, source=path, info=info,

@@ -364,3 +364,16 @@ evaluation: {{metrics: []}}
     # reads exactly half of the train rows and rank 1 the other half.
     assert list(epochs["train_rows"]) == [num_train // 2]
     assert np.isfinite(trials["val_elbo"]).all()
+
+
+def test_task_ranges_merge_adjacent_blocks_and_cover_each_row_once():
+    from datasets.jets import task_ranges
+
+    train = [(40, 50), (0, 10), (10, 20), (60, 70), (20, 30)]  # blocks of 10; 30-40 and 50-60 are val
+    pieces = task_ranges(train, 25, seed=3)
+    rows = sorted(r for a, b in pieces for r in range(a, b))
+    assert rows == sorted(r for a, b in train for r in range(a, b))  # every train row exactly once
+    assert all(b - a <= 25 for a, b in pieces)
+    assert sorted(pieces) == [(0, 25), (25, 30), (40, 50), (60, 70)]  # 0-30 merged, then cut at 25
+    assert task_ranges(train, 25, seed=3) == pieces  # the order is the seed's
+    assert task_ranges(train, 25) == [(0, 25), (25, 30), (40, 50), (60, 70)]  # no seed: file order
