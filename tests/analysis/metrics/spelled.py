@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,16 +25,28 @@ def grid(sizes: list[int]) -> np.ndarray:
     return np.stack(np.meshgrid(*[np.arange(n) for n in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
 
 
+def spelled_ground_truth(sizes: list[int]) -> ArrayGroundTruthData:
+    """The full factor grid of ``sizes`` (at most 8 factors), rows shuffled so row order carries no
+    information; each image's first pixel row spells its factors."""
+    factors = grid(sizes)[np.random.default_rng(3).permutation(int(np.prod(sizes)))]
+    return ArrayGroundTruthData(spell(factors), factors, sizes, list("abcdefgh"[: len(sizes)]))
+
+
+def factor_reader(num_factors: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The representation that decodes the spelled factors: images -> float ``(B, num_factors)``."""
+
+    def read(x: np.ndarray) -> np.ndarray:
+        return x[:, 0, 0, :num_factors].astype(np.float64)
+
+    return read
+
+
 @pytest.fixture
 def spelled_data() -> ArrayGroundTruthData:
-    """The full factor grid, rows shuffled so row order carries no information."""
-    factors = grid(GRID_SIZES)[np.random.default_rng(3).permutation(np.prod(GRID_SIZES))]
-    return ArrayGroundTruthData(spell(factors), factors, GRID_SIZES, list("abcd"))
+    return spelled_ground_truth(GRID_SIZES)
 
 
-def read_factors(x: np.ndarray) -> np.ndarray:
-    """Representation that decodes the factors spelled in the images: float ``(B, K)``."""
-    return x[:, 0, 0, :K].astype(np.float64)
+read_factors = factor_reader(K)
 
 
 def noise(x: np.ndarray, num_latents: int, scale: float) -> np.ndarray:

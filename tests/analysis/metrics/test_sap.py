@@ -7,6 +7,7 @@ import pytest
 
 from analysis.metrics.sap import compute_sap, sap_from_codes, sap_score_matrix
 from datasets.base import ArrayGroundTruthData
+from tests.analysis.metrics.spelled import factor_reader, spelled_ground_truth
 
 SIZES = np.array([3, 5, 7, 9, 10])  # values of each of the five factors
 NUM_TRAIN, NUM_TEST = 2000, 1000
@@ -151,17 +152,11 @@ GRID_SIZES = [3, 4, 5, 6, 7]
 
 @pytest.fixture
 def spelled_data() -> ArrayGroundTruthData:
-    """The full factor grid; each image's first pixel row spells its factors."""
-    factors = np.stack(np.meshgrid(*[np.arange(n) for n in GRID_SIZES], indexing="ij"), -1).reshape(-1, 5)
-    images = np.zeros((len(factors), 1, 8, 8), dtype=np.uint8)  # (N, C, H, W)
-    images[:, 0, 0, :5] = factors
-    order = np.random.default_rng(3).permutation(len(factors))  # row order carries no information
-    return ArrayGroundTruthData(images[order], factors[order], GRID_SIZES, list("abcde"))
+    """The full factor grid, rows shuffled; each image's first pixel row spells its factors."""
+    return spelled_ground_truth(GRID_SIZES)
 
 
-def read_factors(x: np.ndarray) -> np.ndarray:
-    """Representation that decodes the factors spelled in the images ``(B, 1, 8, 8)``."""
-    return x[:, 0, 0, :5].astype(np.float64)
+read_factors = factor_reader(len(GRID_SIZES))  # decodes the spelled factors: float (B, 5)
 
 
 def test_compute_sap_of_the_true_factors_scores_near_one(spelled_data):
