@@ -203,9 +203,7 @@ def study_interpolation_figure(study_dir, trials, best, out: Path) -> list[tuple
     a, b, decode, what = _endpoints(model, Path(study_dir), checkpoint)
     grid = interpolation_grid(decode, a, b)
     fig = interpolation_figure(grid, f"best trial {best['trial_id']} ({trial['family']}): {what}")
-    path = Path(out) / FIGURE_FILE
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
+    from analysis.plots import save_figure
 
-    plt.close(fig)
+    path = save_figure(fig, Path(out) / FIGURE_FILE)
     return [("Latent interpolation of the best trial (rows: linear, spherical)", path)]

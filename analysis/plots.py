@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,6 +29,7 @@ from matplotlib.lines import Line2D
 from analysis.tables import DEFAULT_METRICS, _resolve_modes
 
 __all__ = [
+    "save_figure",
     "tradeoff_figure",
     "metric_vs_param_figure",
     "rate_distortion_figure",
@@ -45,6 +47,13 @@ _LOG_SPAN = 8  # a positive colour/x range spanning this factor or more is drawn
 
 
 # ----------------------------------------------------------------------------- shared helpers
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Writes ``fig`` to ``path`` (PNG at 110 dpi, the report's figures) and closes it; returns the path."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def _finished(trials: pd.DataFrame) -> pd.DataFrame:

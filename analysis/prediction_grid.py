@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from analysis.plots import save_figure
+
 __all__ = ["prediction_grid", "prediction_grid_figure", "FILENAME"]
 
 FILENAME = "prediction_grid.png"
@@ -180,7 +182,5 @@ def prediction_grid(study_dir: str | Path, trials, best, out: Path) -> list[tupl
     fig = prediction_grid_figure(snapshots, tasks=_tasks_of(checkpoint),
                                  channel_names=channels if channels and len(channels) == inputs_channels else None)
     fig.suptitle(f"best trial {best.get('trial_id', '')}: fixed validation rows, truth on top", fontsize=9)
-    path = Path(out) / FILENAME
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, Path(out) / FILENAME)
     return [("Reconstructions and task predictions over training (best trial; truth on top)", path)]

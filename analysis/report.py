@@ -65,21 +65,18 @@ def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tu
 def _metrics(trials: pd.DataFrame) -> list[str]:
     """Disentanglement metrics present in the table (suite order), then the ELBO terms."""
     suite = [k for k in metric_key_modes() if k in trials and trials[k].notna().any()]
-    extra = ["sample_mmd"] if "sample_mmd" in trials and trials["sample_mmd"].notna().any() else []
     tasks = [c for c in trials.columns  # a multitask study's heads: val_<task>_accuracy / _auc / _mae
              if c.startswith("val_") and c.endswith(("_accuracy", "_auc", "_mae")) and trials[c].notna().any()]
-    return list(dict.fromkeys(suite + extra + [m for m in BASE_METRICS if m in trials] + tasks))
+    return suite + [m for m in BASE_METRICS if m in trials] + tasks
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+_save = plots.save_figure
 
 
 def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str, out: Path) -> tuple[list, str | None]:
     """Traversals, reconstructions and latent PCA of the best trial; ``(paths, reason skipped)``."""
     from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
+    from datasets.registry import DataError
     from study.results import best_trial
 
     best = best_trial(trials, metric, mode) if metric in trials else None
@@ -87,10 +84,10 @@ def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str
         return [], "no finished trial with a checkpoint"
     try:
         ground_truth = load_ground_truth(study_dir)
-    except ValueError as err:  # no factors (toy, images, jets): traversals by factor do not apply
-        if "no ground-truth factors" in str(err):
-            return [], str(err).splitlines()[0]
+    except DataError as err:  # the data file may live on another machine
         return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
+    except ValueError as err:  # no factors (toy, images, jets): traversals by factor do not apply
+        return [], str(err).splitlines()[0]
     except Exception as err:  # the data file may live on another machine; the report goes on without it
         return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
     model, _ = load_trial_model(best["checkpoint_path"])

@@ -24,6 +24,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analysis.plots import save_figure
+
 __all__ = ["toy_figures", "pick_trials", "data_space_figure", "samples_per_class_figure"]
 
 MAX_COLUMNS = 4  # trials shown side by side
@@ -72,14 +74,14 @@ def toy_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Series | N
     fig.suptitle(f"{options.kind}: reconstructions and prior samples over the held-out points (grey)\n"
                  f"best trial by {metric} in each beta quantile", fontsize=10)
     figures.append(("Toy data space: reconstructions and prior samples across beta",
-                    _save(fig, Path(out) / "toy_data_space.png")))
+                    save_figure(fig, Path(out) / "toy_data_space.png")))
     conditional = [(m, t) for m, t in zip(models, titles) if hasattr(m, "num_classes")]
     if conditional:
         fig = samples_per_class_figure([m for m, _ in conditional], [t for _, t in conditional], points, labels,
                                        axis_unit=unit)
         fig.suptitle(f"{options.kind}: samples given each class (colour)\nover that class's held-out points (grey)",
                      fontsize=10)
-        figures.append(("Toy data space: samples per class", _save(fig, Path(out) / "toy_samples_per_class.png")))
+        figures.append(("Toy data space: samples per class", save_figure(fig, Path(out) / "toy_samples_per_class.png")))
     return figures
 
 
@@ -258,9 +260,3 @@ def _limits_and_labels(axes: np.ndarray, points: np.ndarray, axis_unit: str, row
         ax.set_xlabel(f"$x_1${axis_unit}", fontsize=8)
     for ax, name in zip(axes[:, 0], row_names):
         ax.set_ylabel(f"{name}\n$x_2${axis_unit}", fontsize=8)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

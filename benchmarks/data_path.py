@@ -43,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import h5py  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datasets.jets import IMAGE_KEY, SCALAR_KEYS, JetsOptions, load_jets, write_synthetic  # noqa: E402

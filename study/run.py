@@ -66,7 +66,7 @@ def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
         UsageError: If ``storage_path`` or the study directory is a file, or the directory
             holds a study with another spec (unless ``overwrite``), or files of another tool.
     """
-    from study.results import DATA_FILE, SPEC_FILE
+    from study.results import SPEC_FILE
 
     storage = spec.storage_path.resolve()
     for path in [*reversed(storage.parents), storage]:

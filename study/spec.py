@@ -285,8 +285,10 @@ class StudySpec(BaseModel):
             if name not in self.family_names:
                 raise ValueError(f"family_settings.{name}: not among the searched families {self.family_names}")
         for family in families:
-            common = {k: v for k, v in self.family.items()}
-            _validate_section(family.config_cls, common, f"family (for {family.name})")
+            try:
+                _validate_section(family.config_cls, self.family, "family")
+            except ValueError as err:  # a common field every searched family must take
+                raise ValueError(f"{err} (in family {family.name!r})") from None
             _validate_section(family.config_cls, self.family_fixed(family.name), f"family_settings.{family.name}")
         return families
 

@@ -326,6 +326,7 @@ def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device, 
     model.eval()
     results: dict[str, float] = {}
     held_out = None
+    encode = representation_fn(model, device) if hasattr(model, "encode") else None
     for name in config.metrics:
         metric = METRICS[name]
         rng = np.random.default_rng(config.seed)
@@ -335,8 +336,7 @@ def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device, 
             if held_out is None:
                 held_out = _first_rows(val_shard, config.num_train, batch_size)
             results.update(metric.compute(held_out, _sampler(model, device), random_state=rng))
-        elif config.ground_truth is not None and hasattr(model, "encode"):
-            encode = representation_fn(model, device)
+        elif config.ground_truth is not None and encode is not None:
             results.update(metric.compute(config.ground_truth, encode, random_state=rng, num_train=config.num_train))
     return results
 

@@ -432,3 +432,12 @@ def test_dotted_key_sets_a_nested_family_value():
     assert config["tasks"]["y"]["weight"] == 1.0  # a copy
     with pytest.raises(KeyError, match="tasks.z"):
         set_path(config, "tasks.z.weight", 0.5)
+
+
+def test_a_common_family_field_one_searched_family_lacks_is_refused_naming_it(tmp_path, base):
+    data = family_search(base)
+    data["search_space"]["family"]["choices"] = ["conv_vae", "mlp_vae"]
+    data["family"] = {"hidden_dim": 32}  # conv_vae has hidden_dim; mlp_vae has hidden_widths
+    data["family_settings"] = {}
+    msg = load_error(write_spec(tmp_path, data))
+    assert ": family.hidden_dim: unknown key 'hidden_dim'" in msg and msg.endswith("(in family 'mlp_vae')"), msg
