@@ -390,9 +390,10 @@ def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: in
                 optimizers[0].zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizers[0].step()
+            else:  # only evaluation passes score predictions; training ones would copy them for nothing
+                for name, value in getattr(out, "predictions", {}).items():
+                    collected.setdefault(name, []).append(value.detach().cpu())
             terms = out.terms()
-            for name, value in getattr(out, "predictions", {}).items():
-                collected.setdefault(name, []).append(value.detach().cpu())
         if optimizers is None and keep_first and first is None:
             first = {k: v[:keep_first] for k, v in batch.items()}
         n = len(batch["image"])

@@ -191,7 +191,7 @@ class MultitaskVAE(ConvVAE):
 
         Returns:
             :class:`VAEOutput` whose ``extra`` holds ``<task>_loss`` (batch mean) per task and whose
-            ``predictions`` hold, per task, ``<task>.pred`` (class probabilities ``(B, classes)``,
+            ``predictions`` hold, in eval mode, per task, ``<task>.pred`` (class probabilities ``(B, classes)``,
             or predicted values ``(B,)`` in original units) and ``<task>.target`` ``(B,)``.
         """
         out = super().forward(batch)
@@ -205,8 +205,9 @@ class MultitaskVAE(ConvVAE):
             term = kind.loss(task, head_out, target).mean()
             loss = loss + task.weight * term
             extra[f"{name}_loss"] = term
-            predictions[f"{name}.pred"] = kind.predict(task, head_out).detach()
-            predictions[f"{name}.target"] = target.detach()
+            if not self.training:  # scored after evaluation passes only
+                predictions[f"{name}.pred"] = kind.predict(task, head_out).detach()
+                predictions[f"{name}.target"] = target.detach()
         return replace(out, loss=loss, extra=extra, predictions=predictions)
 
     @torch.no_grad()
