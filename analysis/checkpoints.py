@@ -1,17 +1,28 @@
-"""Loading what a study saved: a trial's trained model, and the study's held-out data."""
+"""Loading what a study saved: a trial's trained model, and the study's held-out data.
+
+Reads JSON and ``torch.load(weights_only=True)`` checkpoints only; models are rebuilt through
+the family registry of ``trainables``.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
+from analysis.results import read_json, read_spec
 from datasets.base import ArrayGroundTruthData
+from datasets.registry import PreparedData, get_dataset
+from trainables.loop import TRIAL_FILE, load_checkpoint
+from trainables.protocol import representation_fn
+from trainables.registry import get_family
 
-__all__ = ["load_trial_model", "representation_fn", "load_study_spec", "load_ground_truth"]
+__all__ = ["NoGroundTruth", "load_trial_model", "representation_fn", "load_prepared", "load_ground_truth"]
+
+
+class NoGroundTruth(ValueError):
+    """The study's dataset has no ground-truth factors (toy points, images, jets)."""
 
 
 def load_trial_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -22,18 +33,16 @@ def load_trial_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict
             holding ``checkpoint.pt`` and ``trial.json``.
 
     Returns:
-        ``(model, trial)`` where ``trial`` holds ``family``, ``family_config``, ``training``,
-        ``input_shape``, ``seed``, ``metrics``, ``num_train``.
+        ``(model, trial)`` where ``trial`` is ``trial.json``: ``family``, ``family_config``,
+        ``training``, ``input_shape``, ``seed``, ``provenance``...
 
     Raises:
         FileNotFoundError: If either file is missing.
+        analysis.results.StudyFileError: If ``trial.json`` is corrupt.
         pickle.UnpicklingError: If ``checkpoint.pt`` holds anything but tensors (weights_only).
     """
-    from trainables.loop import TRIAL_FILE, load_checkpoint
-    from trainables.registry import get_family
-
     checkpoint_path = Path(checkpoint_path)
-    trial = json.loads((checkpoint_path / TRIAL_FILE).read_text())
+    trial = read_json(checkpoint_path / TRIAL_FILE)
     family = get_family(trial["family"])
     model = family.model_cls(family.config_cls(**trial["family_config"]), tuple(trial["input_shape"]))
     model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
@@ -41,43 +50,27 @@ def load_trial_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict
     return model, trial
 
 
-def representation_fn(model: torch.nn.Module, device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """Observations float32 ``(B, C, H, W)`` -> posterior means ``(B, latent_dim)`` of ``model``.
+def load_prepared(study_dir: str | Path) -> PreparedData:
+    """The study's data, loaded again from its ``spec.json`` (the split is recomputed from the seed).
 
-    Args:
-        model: A VAE with ``encode(x) -> (mu, logvar)``, already on ``device``.
-        device: Where the observations are sent before encoding; the codes come back as numpy.
+    Raises:
+        FileNotFoundError: If the directory holds no ``spec.json``.
+        datasets.registry.DataError: If the data file is missing or invalid here.
+        pydantic.ValidationError: If the spec's dataset section no longer validates.
     """
-
-    def encode(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-            return model.encode(x)[0].cpu().numpy()
-
-    return encode
-
-
-def load_study_spec(study_dir: str | Path):
-    """The ``StudySpec`` a study ran with (its ``spec.json``)."""
-    from study.results import SPEC_FILE
-    from study.spec import StudySpec
-
-    return StudySpec.model_validate_json((Path(study_dir) / SPEC_FILE).read_text())
+    spec = read_spec(study_dir)
+    entry = get_dataset(spec["dataset"]["name"])
+    return entry.load(entry.options_cls(**spec["dataset"]), int(spec.get("seed", 0)))
 
 
 def load_ground_truth(study_dir: str | Path) -> ArrayGroundTruthData:
     """The held-out rows of a study's dataset as ground-truth data (the rows its metrics scored).
 
-    The split is recomputed from the spec's seed, so it is the one the trials used.
-
     Raises:
-        ValueError: If the dataset has no ground-truth factors.
+        NoGroundTruth: If the dataset has no ground-truth factors.
         datasets.registry.DataError: If the data file is missing or invalid.
     """
-    from datasets.registry import get_dataset
-
-    spec = load_study_spec(study_dir)
-    prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
+    prepared = load_prepared(study_dir)
     if prepared.ground_truth is None:
-        raise ValueError(f"dataset {spec.dataset['name']!r} has no ground-truth factors")
+        raise NoGroundTruth(f"dataset {read_spec(study_dir)['dataset']['name']!r} has no ground-truth factors")
     return prepared.ground_truth

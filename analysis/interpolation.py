@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.protocol import supports
+
 __all__ = ["lerp", "slerp", "interpolation_grid", "interpolation_figure", "study_interpolation_figure"]
 
 NUM_STEPS = 8
@@ -152,7 +154,7 @@ def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> 
                 return fn(torch.from_numpy(z)).float().numpy()
         return run
 
-    if not hasattr(model, "encode"):
+    if not supports(model, "encode"):
         generator = torch.Generator().manual_seed(NOISE_SEED)
         codes = torch.randn(2, model.latent_dim, generator=generator).numpy()
         return codes[0], codes[1], as_numpy(model.generate), "two standard-normal codes"
@@ -162,11 +164,9 @@ def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> 
     if kept is not None and len(kept) >= 2:
         images = np.asarray(kept[:2], dtype=np.float32)  # (2, C, H, W)
     else:  # rebuild the held-out rows from the spec (in-memory datasets)
-        from analysis.checkpoints import load_study_spec
-        from datasets.registry import get_dataset
+        from analysis.checkpoints import load_prepared
 
-        spec = load_study_spec(study_dir)
-        prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
+        prepared = load_prepared(study_dir)
         images = np.asarray(prepared.val["image"][:2], dtype=np.float32)  # (2, C, H, W)
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(images))

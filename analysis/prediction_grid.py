@@ -147,7 +147,7 @@ def _tasks_of(checkpoint: Path) -> dict[str, dict[str, Any]] | None:
 
 def _channel_names(study_dir: Path) -> list[str] | None:
     """Channel names the dataset recorded in the study's ``data.json`` (jets: tracks, ecal, hcal), or None."""
-    from study.results import DATA_FILE
+    from analysis.results import DATA_FILE
 
     path = study_dir / DATA_FILE
     if not path.is_file():

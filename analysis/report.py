@@ -29,8 +29,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import plots  # noqa: E402
+from analysis.checkpoints import NoGroundTruth  # noqa: E402
+from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import load_epochs, load_metadata, load_trials  # noqa: E402
+from analysis.results import StudyFileError, best_trial, load_epochs, load_metadata, load_trials  # noqa: E402
+from datasets.registry import DataError  # noqa: E402
 from analysis.tables import best_configurations, disentanglement_table, to_markdown, write_table  # noqa: E402
 
 __all__ = ["write_report"]
@@ -48,18 +51,24 @@ EXTRA_FIGURES: list[str] = [
 ]
 
 
+def _failure(target: str, err: BaseException) -> str:
+    """A failed figure as the index lists it: ``target: ErrorType: first line of the message``."""
+    message = str(err).splitlines()[0] if str(err) else ""
+    return one_line(f"{target}: {type(err).__name__}: {message}")
+
+
 def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tuple[list, list[str]]:
     import importlib
 
-    figures, skipped = [], []
+    figures, failed = [], []
     for target in EXTRA_FIGURES:
         module, name = target.split(":")
         try:
             figures += getattr(importlib.import_module(module), name)(study_dir, trials, best, out)
-        except Exception as err:  # one figure's failure must not cost the rest of the report
-            skipped.append(f"{target}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        except Exception as err:  # one figure's failure must not cost the rest: it is listed with its error
+            failed.append(_failure(target, err))
         plt.close("all")
-    return figures, skipped
+    return figures, failed
 
 
 def _metrics(trials: pd.DataFrame) -> list[str]:
@@ -74,10 +83,13 @@ _save = plots.save_figure
 
 
 def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str, out: Path) -> tuple[list, str | None]:
-    """Traversals, reconstructions and latent PCA of the best trial; ``(paths, reason skipped)``."""
+    """Traversals, reconstructions and latent PCA of the best trial; ``(paths, why they do not apply)``.
+
+    A study whose data has no factors, whose data file is not on this machine, or with no
+    finished checkpoint has none (the reason is returned); any other failure raises, and the
+    report lists it with its error type.
+    """
     from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
-    from datasets.registry import DataError
-    from study.results import best_trial
 
     best = best_trial(trials, metric, mode) if metric in trials else None
     if best is None or not isinstance(best.get("checkpoint_path"), str) or not Path(best["checkpoint_path"]).is_dir():
@@ -85,11 +97,9 @@ def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str
     try:
         ground_truth = load_ground_truth(study_dir)
     except DataError as err:  # the data file may live on another machine
-        return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
-    except ValueError as err:  # no factors (toy, images, jets): traversals by factor do not apply
-        return [], str(err).splitlines()[0]
-    except Exception as err:  # the data file may live on another machine; the report goes on without it
-        return [], f"dataset not loadable here ({str(err).splitlines()[0]})"
+        return [], f"dataset not loadable here ({one_line(str(err).splitlines()[0])})"
+    except NoGroundTruth as err:  # toy, images, jets: traversals by factor do not apply
+        return [], str(err)
     model, _ = load_trial_model(best["checkpoint_path"])
     rng = np.random.default_rng(0)
     rows = rng.choice(len(ground_truth), size=min(2000, len(ground_truth)), replace=False)
@@ -167,23 +177,26 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
         figures.append(("Learning curves", _save(
             plots.learning_curves_figure(epochs, curves, color_by=param, trials=trials if param else None),
             out / "learning_curves.png")))
+    failed: list[str] = []
     if model_figures:
-        metric = objective["metric"][0]
-        paths, skipped = _model_figures(study_dir, trials, metric, objective["mode"][0], out)
+        metric, mode = objective["metric"][0], objective["mode"][0]
         titles = ["Latent traversals of the best trial (each latent over ±2 prior σ)",
                   "Reconstructions of the best trial", "PCA of latent means, coloured by each factor"]
-        figures += list(zip(titles, paths))
-        if skipped:
-            sections.append(("text", f"Best-trial figures skipped: {skipped}."))
-    if model_figures:
-        from study.results import best_trial
-
-        metric, mode = objective["metric"][0], objective["mode"][0]
+        try:
+            paths, skipped = _model_figures(study_dir, trials, metric, mode, out)
+            figures += list(zip(titles, paths))
+            if skipped:
+                sections.append(("text", f"Best-trial figures do not apply: {skipped}."))
+        except Exception as err:  # listed with its error type below, never silently dropped
+            failed.append(_failure("best-trial figures", err))
+        plt.close("all")
         best_row = best_trial(trials, metric, mode) if metric in trials else None
-        extra, failed = _extra_figures(study_dir, trials, best_row, out)
+        extra, extra_failed = _extra_figures(study_dir, trials, best_row, out)
         figures += extra
-        if failed:
-            sections.append(("text", "Figures skipped: " + "; ".join(failed) + "."))
+        failed += extra_failed
+    if failed:
+        sections.append(("h2", "Figures that failed"))
+        sections.append(("text", "\n".join(f"- {line}" for line in failed)))
     for title, path in figures:
         sections += [("h2", title), ("img", path.name)]
     name = meta.get("name", study_dir.name)
@@ -226,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(write_report(args.study_dir, model_figures=not args.no_model_figures))
-    except (FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, KeyError, StudyFileError) as err:
+        print(f"error: {one_line(err.args[0] if isinstance(err, KeyError) else str(err))}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
+from pydantic import ValidationError
+
+from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
+from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import load_metadata, load_trials
+from analysis.results import StudyFileError, load_metadata, load_trials, read_spec, write_parquet
+from datasets.registry import DataError
 
 __all__ = ["rescore"]
 
@@ -36,17 +40,14 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
         KeyError: If a metric name is unknown.
         FileNotFoundError: If the study has no ``trials.parquet``.
     """
-    from analysis.checkpoints import load_study_spec
-    from study.results import write_parquet
-
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise KeyError(f"--metrics: unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
     study_dir = Path(study_dir)
     trials = load_trials(study_dir)
     meta = load_metadata(study_dir)
-    spec = load_study_spec(study_dir)
-    num_train = num_train or spec.evaluation.num_train
+    spec = read_spec(study_dir)
+    num_train = num_train or int(spec.get("evaluation", {}).get("num_train", 10_000))
     ground_truth = load_ground_truth(study_dir)
     rows = trials.index[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
     for index in rows:
@@ -75,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
         rescore(args.study_dir, metrics, num_train=args.num_train)
-    except (KeyError, FileNotFoundError, ValueError) as err:
+    except ValidationError as err:  # a spec.json or trial.json whose config no longer validates
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"{err.title}: {where}: {first['msg']}"
+        print(f"error: {one_line(message)}", file=sys.stderr)
+        return 2
+    except (KeyError, FileNotFoundError, StudyFileError, DataError, NoGroundTruth, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(str(message))}", file=sys.stderr)
         return 2
     print(f"{args.study_dir / 'trials.parquet'}: rescored {', '.join(metrics)}")
     return 0

@@ -50,20 +50,26 @@ def toy_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Series | N
         ``[(title, path), ...]``; ``[]`` when the study's dataset is not ``toy`` or no finished
         trial has a checkpoint.
     """
-    from analysis.checkpoints import load_study_spec, load_trial_model
+    from analysis.checkpoints import load_trial_model
+    from analysis.results import read_spec
     from datasets.registry import get_dataset
 
-    spec = load_study_spec(study_dir)
-    if spec.dataset.get("name") != "toy":
+    spec = read_spec(study_dir)
+    if spec["dataset"].get("name") != "toy":
         return []
-    metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
+    objective = spec.get("objective", {})
+    metric = objective.get("metric", "val_elbo")
+    metric = metric[0] if isinstance(metric, list) else metric
+    mode = objective.get("mode", "max")
+    mode = mode[0] if isinstance(mode, list) else mode
     if metric not in trials:
         metric, mode = "val_elbo", "max"
     rows = pick_trials(trials, metric, mode)
     if not rows:
         return []
-    options = spec.dataset_options()
-    val = get_dataset("toy").load(options, spec.seed).val
+    entry = get_dataset("toy")
+    options = entry.options_cls(**spec["dataset"])
+    val = entry.load(options, int(spec.get("seed", 0))).val
     keep = np.random.default_rng(0).permutation(len(val["image"]))[:MAX_POINTS]
     points, labels = val["image"][keep], val["label"][keep].astype(np.int64)  # (N, 2), (N,)
     models = [load_trial_model(row["checkpoint_path"])[0] for row in rows]

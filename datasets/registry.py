@@ -7,16 +7,22 @@ datasets once Ray is up.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from datasets.base import ArrayGroundTruthData
 
-__all__ = ["DatasetOptions", "PreparedData", "DataError", "register_dataset", "get_dataset", "dataset_names"]
+__all__ = ["DatasetOptions", "PreparedData", "DataDescription", "DataError", "register_dataset", "get_dataset",
+           "dataset_names", "file_fingerprint"]
+
+HASH_WHOLE_BYTES = 1 << 30  # files up to 1 GiB are hashed whole; larger ones by their first and last 64 MiB
+HASH_PART_BYTES = 64 << 20
+MAX_CLASSES = 10_000  # an integral column with at most this many values counts as class labels
 
 
 class DataError(ValueError):
@@ -32,6 +38,37 @@ class DatasetOptions(BaseModel):
     path: Path | None = None  # None: the dataset's own default (env variable, cache)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # held out for val_* metrics and MIG
     limit: int | None = Field(None, gt=1)  # use only this many rows (after shuffling)
+
+    # Options a study may search per trial (``search_space: {dataset.<field>: ...}``); the trial
+    # applies the sampled value to the rows the loader prepared once (see PreparedData.train_subset).
+    searchable: ClassVar[frozenset[str]] = frozenset()
+
+    def extra_metrics(self) -> tuple[str, ...]:
+        """Per-epoch metric names (``val_...``) that :attr:`PreparedData.validation_metrics` adds."""
+        return ()
+
+
+@dataclass(frozen=True)
+class DataDescription:
+    """What a family may check its config against before Ray starts (``check_setup``).
+
+    Attributes:
+        input_shape: Shape of one observation, e.g. ``(C, H, W)`` or ``(2,)``.
+        columns: Column name -> per-row shape (``()`` for a scalar column).
+        classes: Column name -> number of classes, for columns holding integral labels
+            ``0 .. classes - 1`` (e.g. ``label``, ``y``, ``shape``).
+        has_factors: Whether the held-out rows carry ground-truth factors (MIG and the other
+            disentanglement metrics need them).
+        num_train: Training rows.
+        num_val: Held-out rows.
+    """
+
+    input_shape: tuple[int, ...]
+    columns: dict[str, tuple[int, ...]]
+    classes: dict[str, int]
+    has_factors: bool
+    num_train: int
+    num_val: int
 
 
 @dataclass
@@ -51,6 +88,12 @@ class PreparedData:
             ``{"train": ray.data.Dataset, "val": ray.data.Dataset}`` (streamed, e.g. from HDF5)
             that :meth:`to_ray` calls instead of building datasets from ``train``/``val``,
             which may then be empty.
+        column_shapes: For streamed data (empty ``train``): column name -> per-row shape.
+        column_classes: For streamed data: label column -> number of classes.
+        validation_metrics: Data-aware metrics the loop adds once per validation epoch:
+            called with the model's per-sample ``predictions`` of the whole pass (CPU tensors
+            ``(N_val, ...)`` by name), returns ``{name: value}`` reported as ``val_<name>``
+            (declared by :meth:`DatasetOptions.extra_metrics`). Must pickle (it goes to the workers).
     """
 
     train: dict[str, np.ndarray]
@@ -60,6 +103,44 @@ class PreparedData:
     source: Path
     info: dict[str, Any] = field(default_factory=dict)
     ray_datasets: Callable[[], dict[str, Any]] | None = None
+    column_shapes: dict[str, tuple[int, ...]] | None = None  # streamed data: per-row column shapes
+    column_classes: dict[str, int] | None = None  # streamed data: label columns and their class counts
+    validation_metrics: Callable[[dict[str, Any]], dict[str, float]] | None = None
+
+    def describe(self) -> DataDescription:
+        """The :class:`DataDescription` of this data: shapes from the columns (or the loader's
+        ``column_shapes``), label columns found as integral values ``0 .. k - 1`` in the train rows."""
+        if self.column_shapes is not None:
+            columns = dict(self.column_shapes)
+        else:
+            columns = {name: tuple(int(d) for d in np.shape(array)[1:]) for name, array in self.train.items()}
+        classes = dict(self.column_classes or {})
+        for name, array in self.train.items():
+            if name in classes or np.ndim(array) != 1 or not len(array):
+                continue
+            values = np.asarray(array)
+            low, high = values.min(), values.max()
+            if low >= 0 and high < MAX_CLASSES and np.array_equal(values, np.round(values)):
+                classes[name] = int(high) + 1
+        return DataDescription(
+            input_shape=tuple(self.input_shape), columns=columns, classes=classes,
+            has_factors=self.ground_truth is not None,
+            num_train=int(self.info.get("num_train", len(next(iter(self.train.values()), ())))),
+            num_val=int(self.info.get("num_val", len(next(iter(self.val.values()), ())))),
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What was read, to tell a resumed study's data from another: the source path, its size
+        and a sha256 digest (of the file or folder; of the rows themselves for generated data)."""
+        source = Path(self.source)
+        if source.is_file() or source.is_dir():
+            return file_fingerprint(source)
+        digest = hashlib.sha256()
+        for split in (self.train, self.val):
+            for name in sorted(split):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(split[name]).tobytes())
+        return {"path": str(source), "size": None, "sha256": digest.hexdigest(), "scope": "rows"}
 
     def to_ray(self, block_rows: int = 2048) -> dict[str, Any]:
         """``{"train": ray.data.Dataset, "val": ray.data.Dataset}``: streamed when the loader gave
@@ -106,6 +187,8 @@ def get_dataset(name: str) -> DatasetEntry:
         KeyError: If ``name`` is not registered; the message lists the known names.
     """
     _load()
+    if not isinstance(name, str):
+        raise KeyError(f"expected a dataset name, got a {type(name).__name__}; expected one of {sorted(_DATASETS)}")
     try:
         return _DATASETS[name]
     except KeyError:
@@ -121,6 +204,32 @@ def _load() -> None:
 
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """``{"path", "size" (bytes), "sha256", "scope"}`` of a file or a folder (every file below it).
+
+    Files up to 1 GiB are hashed whole (``scope: "file"``); a larger one by its size and its first
+    and last 64 MiB (``scope: "head+tail"``), so an 8 GB jets file costs no more than a small one.
+    """
+    path = Path(path).resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    total, scope = 0, "file"
+    for file in files:
+        size = file.stat().st_size
+        total += size
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{size}".encode())
+        with open(file, "rb") as handle:
+            if size <= HASH_WHOLE_BYTES:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            else:
+                scope = "head+tail"
+                digest.update(handle.read(HASH_PART_BYTES))
+                handle.seek(size - HASH_PART_BYTES)
+                digest.update(handle.read(HASH_PART_BYTES))
+    return {"path": str(path), "size": total, "sha256": digest.hexdigest(), "scope": scope}
 
 
 def split_rows(num_rows: int, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,61 +1,61 @@
-"""Result tables of a study, built from its Ray Tune experiment directory.
+"""Result tables of a study, built from its directory's JSON files alone (never a pickle).
 
-``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``error``, each config
-value as its own column, ``repeat`` and ``seed``, final metrics (as last reported), best
-metrics over epochs (``best_<metric>``), ``epochs_run``, ``wall_seconds``,
-``checkpoint_path``, the torch/ray/optuna versions and the git sha. ``epochs.parquet``:
-one row per trial and epoch with every reported metric. Both are rebuilt from the
-experiment directory alone (``python -m study.results STUDY_DIR``) and written atomically.
-The parquet schema metadata key ``vae_study`` holds the study's name, searched
-parameters and objective as JSON.
+``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``error``, each config value as
+its own column, ``repeat`` and ``seed``, final metrics (as last reported), best metrics over
+epochs (``best_<metric>``), ``epochs_run``, ``wall_seconds``, ``checkpoint_path``, and the
+provenance the trial stamped in its checkpoint's ``trial.json`` (torch/ray/optuna/numpy versions,
+git sha and dirty flag, hostname, node, device, threads, start and end time; a rebuild never
+restamps them). ``epochs.parquet``: one row per trial and epoch with every reported metric.
+
+What is read: each Tune trial directory's ``params.json`` (the sampled configuration),
+``result.json`` (one JSON line per report) and ``error.txt``; the trial's latest checkpoint's
+``trial.json``; and ``trial_status/<trial_id>.json``, which ``study.status.TrialStatusCallback`` writes
+from the driver as Tune starts, completes or errors each trial. A trial directory without a final
+status was interrupted (``INCOMPLETE``). Rebuild with ``python -m study.results STUDY_DIR``; both
+tables are written atomically. The parquet schema metadata key ``vae_study`` holds the study's
+name, searched parameters and objective as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from study.spec import StudySpec, metric_mode
-from trainables.loop import REPEAT_KEY, trial_seed
+from analysis.cli import one_line
+from analysis.metrics import metric_mode
+from analysis.results import (DATA_FILE, SPEC_FILE, StudyFileError, best_trial, read_json, read_spec,
+                              write_parquet)
+from trainables.loop import REPEAT_KEY, TRIAL_FILE, trial_seed
 
-__all__ = ["SPEC_FILE", "build_tables", "write_results", "write_parquet", "best_trial"]
+__all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "FINAL_STATUSES", "build_tables", "write_results",
+           "write_parquet", "best_trial", "study_metadata", "trial_statuses"]
 
-SPEC_FILE = "spec.json"
-DATA_FILE = "data.json"  # the data source, row counts and preprocessing statistics of a study
-# Columns Tune adds to every result; not metrics of ours.
+STATUS_DIR = "trial_status"  # trial_status/<trial_id>.json: written by the driver as Tune reports
+FINAL_STATUSES = ("TERMINATED", "ERROR")
+# Keys Tune adds to every result; not metrics of ours.
 _TUNE_FIELDS = {
     "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_since_restore",
     "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
     "experiment_tag", "config", "training_iteration", "time_total_s",
 }  # fmt: skip
+_PROVENANCE = ("torch_version", "ray_version", "optuna_version", "numpy_version", "git_sha", "git_dirty",
+               "hostname", "device", "threads", "started_at", "ended_at")
 
 
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str | None]:
-    import optuna
-    import ray
-    import torch
-
-    return {"torch_version": torch.__version__, "ray_version": ray.__version__,
-            "optuna_version": optuna.__version__, "git_sha": _git_sha()}
+def trial_statuses(study_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``trial_id -> {"status", "trial_dir"}`` from ``trial_status/*.json``."""
+    directory = Path(study_dir) / STATUS_DIR
+    statuses = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        record = read_json(path)
+        if isinstance(record, dict) and isinstance(record.get("trial_id"), str):
+            statuses[record["trial_id"]] = record
+    return statuses
 
 
 def _cell(value: Any) -> Any:
@@ -63,8 +63,8 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
 
 
-def _error_line(trial) -> str | None:
-    path = Path(trial.path, "error.txt")
+def _error_line(trial_dir: Path) -> str | None:
+    path = trial_dir / "error.txt"
     if not path.is_file():
         return None
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -72,37 +72,90 @@ def _error_line(trial) -> str | None:
     return (causes[-1] if causes else lines[-1] if lines else "error")[:500]
 
 
-def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, StudySpec]:
-    """Reads a study's experiment directory into the trials and epochs tables.
+def _results(trial_dir: Path) -> list[dict[str, Any]]:
+    """The reports of a trial (``result.json``: one JSON object per line; a torn last line is skipped)."""
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _trial_dirs(study_dir: Path) -> dict[str, Path]:
+    """Tune trial directories (holding ``params.json``) by trial id (from their reports or status)."""
+    by_name = {path.parent.name: path.parent for path in study_dir.glob("*/params.json")}
+    found: dict[str, Path] = {}
+    for record in trial_statuses(study_dir).values():
+        if record.get("trial_dir") in by_name:
+            found[record["trial_id"]] = by_name[record["trial_dir"]]
+    for name, path in by_name.items():
+        if path in found.values():
+            continue
+        reports = _results(path)
+        trial_id = reports[-1].get("trial_id") if reports else None
+        found[str(trial_id) if trial_id else name] = path
+    return found
+
+
+def _checkpoint(trial_dir: Path) -> Path | None:
+    """The trial's latest checkpoint directory (``checkpoint_NNNNNN``), or None."""
+    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+    return checkpoints[-1].resolve() if checkpoints else None
+
+
+def _provenance(checkpoint: Path | None) -> dict[str, Any]:
+    """What the trial stamped in its checkpoint's ``trial.json``; None for each field when absent."""
+    stamp: dict[str, Any] = {}
+    if checkpoint is not None and (checkpoint / TRIAL_FILE).is_file():
+        try:
+            stamp = read_json(checkpoint / TRIAL_FILE).get("provenance") or {}
+        except (StudyFileError, AttributeError):
+            stamp = {}
+    return {key: stamp.get(key) for key in _PROVENANCE}
+
+
+def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Reads a study directory into the trials and epochs tables.
 
     Args:
         study_dir: ``storage_path/name`` of a study run by :mod:`study.run`.
 
     Returns:
-        ``(trials, epochs, spec)``.
+        ``(trials, epochs, spec)`` with ``spec`` the ``spec.json`` mapping.
 
     Raises:
         FileNotFoundError: If the directory holds no study.
+        analysis.results.StudyFileError: If ``spec.json`` or a status file is corrupt.
     """
-    from ray.tune import ExperimentAnalysis
-
     study_dir = Path(study_dir).resolve()
-    if not (study_dir / SPEC_FILE).is_file():
-        raise FileNotFoundError(f"{study_dir}: no {SPEC_FILE}; not a vae-study study directory")
-    spec = StudySpec.model_validate_json((study_dir / SPEC_FILE).read_text())
-    analysis = ExperimentAnalysis(str(study_dir))
-    frames = analysis.trial_dataframes
-    versions = _versions()
+    spec = read_spec(study_dir)
+    seed = int(spec.get("seed", 0))
+    statuses = trial_statuses(study_dir)
     trial_rows, epoch_frames = [], []
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        config = dict(trial.config)
+    for trial_id, trial_dir in sorted(_trial_dirs(study_dir).items()):
+        config = read_json(trial_dir / "params.json")
+        config = dict(config) if isinstance(config, dict) else {}
         repeat = int(config.pop(REPEAT_KEY, 0))
-        row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status, "error": _error_line(trial)}
+        reports = _results(trial_dir)
+        error = _error_line(trial_dir)
+        status = statuses.get(trial_id, {}).get("status")
+        if error is not None:
+            status = "ERROR"
+        elif status not in FINAL_STATUSES:
+            status = "INCOMPLETE"  # started, never finished: the study was interrupted
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error}
         row.update({k: _cell(v) for k, v in config.items()})
-        row.update({"repeat": repeat, "seed": trial_seed(spec.seed, repeat)})
-        history = frames.get(trial.trial_id, pd.DataFrame())
-        metric_cols = [c for c in history.columns if c not in _TUNE_FIELDS and not c.startswith("config/")]
-        last = trial.last_result or {}
+        row.update({"repeat": repeat, "seed": trial_seed(seed, repeat)})
+        history = pd.DataFrame(reports)
+        metric_cols = [c for c in history.columns if c not in _TUNE_FIELDS]
+        last = reports[-1] if reports else {}
         for col in metric_cols:
             if col in last and col != "epoch":
                 row[col] = last[col]
@@ -116,44 +169,40 @@ def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, Stu
                 row[f"best_{col}"] = values.max() if mode == "max" else values.min()
         row["epochs_run"] = int(last.get("epoch", 0)) if last else 0
         row["wall_seconds"] = float(last.get("time_total_s", float("nan"))) if last else float("nan")
-        checkpoint = trial.checkpoint
-        row["checkpoint_path"] = checkpoint.path if checkpoint is not None else None
-        row.update(versions)
+        checkpoint = _checkpoint(trial_dir)
+        row["checkpoint_path"] = str(checkpoint) if checkpoint is not None else None
+        row.update(_provenance(checkpoint))
         trial_rows.append(row)
         if len(history) and "epoch" in history:
             epochs = history[["epoch"] + [c for c in metric_cols if c != "epoch"]].copy()
-            epochs.insert(0, "trial_id", trial.trial_id)
+            epochs.insert(0, "trial_id", trial_id)
             epoch_frames.append(epochs)
+    for trial_id, record in statuses.items():  # errored before Tune made its directory
+        if trial_id not in {r["trial_id"] for r in trial_rows}:
+            trial_rows.append({"trial_id": trial_id, "status": record.get("status"), "error": None})
     trials = pd.DataFrame(trial_rows)
+    if trials.empty:
+        trials = pd.DataFrame(columns=["trial_id", "status", "error"])
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame(columns=["trial_id", "epoch"])
     return trials, epochs, spec
 
 
-def study_metadata(spec: StudySpec) -> dict[str, Any]:
-    """What the analysis package needs to know of a study besides its tables."""
+def study_metadata(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the analysis package needs to know of a study besides its tables (from ``spec.json``)."""
+    space = spec.get("search_space", {})
+    objective = spec.get("objective", {})
+    metric, mode = objective.get("metric", "mig"), objective.get("mode", "max")
+    family = spec.get("family", {})
+    families = space.get("family", {}).get("choices") if "family" in space else [family.get("name")]
     return {
-        "name": spec.name,
-        "searched_params": spec.searched_params,
-        "search_params": list(spec.search_space),
-        "objective": {"metric": spec.objective.metrics, "mode": spec.objective.modes},
-        "family": " | ".join(spec.family_names),
-        "dataset": spec.dataset["name"],
+        "name": spec.get("name"),
+        "searched_params": [k for k, p in space.items() if p.get("type") != "fixed"],
+        "search_params": list(space),
+        "objective": {"metric": metric if isinstance(metric, list) else [metric],
+                      "mode": mode if isinstance(mode, list) else [mode]},
+        "family": " | ".join(str(f) for f in families or []),
+        "dataset": spec.get("dataset", {}).get("name"),
     }
-
-
-def write_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Writes ``frame`` to ``path`` atomically (temporary file, then rename), with metadata."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if metadata is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"vae_study": json.dumps(metadata)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_results(study_dir: str | Path) -> tuple[Path, Path]:
@@ -167,23 +216,14 @@ def write_results(study_dir: str | Path) -> tuple[Path, Path]:
     return paths
 
 
-def best_trial(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
-    """The finished trial with the best ``metric``, or None when no trial reported it."""
-    done = trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
-    if metric not in done or done[metric].notna().sum() == 0:
-        return None
-    index = done[metric].idxmax() if mode == "max" else done[metric].idxmin()
-    return done.loc[index]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.results", description="Rebuild a study's parquet tables.")
     parser.add_argument("study_dir", type=Path)
     args = parser.parse_args(argv)
     try:
         paths = write_results(args.study_dir)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, StudyFileError) as err:
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
     print("\n".join(str(p) for p in paths))
     return 0

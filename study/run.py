@@ -1,11 +1,15 @@
 """Run or resume a study: ``python -m study.run CONFIG [--set KEY=VALUE ...] [--address ADDR]``.
 
-Validates the spec and the data before anything is written (a bad one exits with code 2
-and one line on stderr), starts Ray on this machine bound to loopback, or joins the
-cluster named by ``--address`` / ``RAY_ADDRESS``, runs the trials with Ray Tune and
-Optuna, then writes ``trials.parquet``, ``epochs.parquet`` and the report into
-``storage_path/name`` and prints the best trial. Run again on the same study directory, it
-resumes an interrupted study.
+Validates the spec, the storage path, the data and every family's config against the data
+before anything is written and before Ray starts (bad input exits with code 2 and one line on
+stderr), starts Ray on this machine bound to loopback, or joins the cluster named by
+``--address`` / ``RAY_ADDRESS``, runs the trials with Ray Tune and Optuna, then writes
+``trials.parquet``, ``epochs.parquet`` and the report into ``storage_path/name`` and prints the
+best trial. Run again on the same study directory, it resumes an interrupted study.
+
+Exit codes: 0 every trial finished with every requested number; 1 the study ran but left a
+hole (an errored trial, a finished trial without the objective), with a one-line summary on
+stderr; 2 bad input; 130 interrupted (run the same command to resume).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from datasets.registry import DataError, get_dataset
+from analysis.results import DATA_FILE, SPEC_FILE, StudyFileError, read_json
+from datasets.registry import DataError, PreparedData, get_dataset
 from study.spec import SpecError, StudySpec, load_spec, one_line
 
 __all__ = ["main", "run_study"]
@@ -59,30 +66,68 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+def check_storage(spec: StudySpec) -> Path:
+    """Checks that the study directory can be created and written; returns it (absolute).
+
+    Probes by creating and removing a temporary directory in the nearest existing ancestor (or
+    the study directory itself), so nothing is left behind.
+
+    Raises:
+        UsageError: If the path is malformed (NUL byte, too long, a symlink loop), a part of it is
+            a file, or the nearest existing directory cannot be written.
+    """
+    try:
+        study_dir = spec.study_dir
+        probe = study_dir
+        while not probe.exists():
+            if probe.is_symlink():
+                raise UsageError(f"storage_path: {probe} is a dangling symbolic link")
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "study directory" if probe == study_dir else "directory"
+            raise UsageError(f"storage_path: {probe} is a file; expected a {what}")
+        os.rmdir(tempfile.mkdtemp(prefix=".vae-study-probe-", dir=probe))
+    except UsageError:
+        raise
+    except (OSError, RuntimeError, ValueError) as err:  # EACCES, EROFS, ENAMETOOLONG, ELOOP, NUL byte
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise UsageError(f"storage_path: {spec.storage_path / spec.name} cannot be created or written ({reason})") \
+            from None
+    return study_dir
+
+
+def _is_study(study_dir: Path) -> bool:
+    """Whether ``study_dir`` holds a vae-study study (its ``spec.json`` is a study spec)."""
+    try:
+        saved = read_json(study_dir / SPEC_FILE)
+    except (FileNotFoundError, StudyFileError):
+        return False
+    return isinstance(saved, dict) and isinstance(saved.get("dataset"), dict) and "name" in saved
+
+
 def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
     """Checks where the study will be written; returns True when it resumes an earlier run.
 
     Raises:
-        UsageError: If ``storage_path`` or the study directory is a file, or the directory
-            holds a study with another spec (unless ``overwrite``), or files of another tool.
+        UsageError: If the study directory holds something other than a vae-study study (with or
+            without ``overwrite``: only a study is ever deleted), a study with another spec
+            (unless ``overwrite``), or a corrupt ``spec.json``.
     """
-    from study.results import SPEC_FILE
-
-    storage = spec.storage_path.resolve()
-    for path in [*reversed(storage.parents), storage]:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"storage_path: {path} is a file; expected a directory")
-    study_dir = spec.study_dir
-    if study_dir.exists() and not study_dir.is_dir():
-        raise UsageError(f"storage_path: {study_dir} is a file; expected a study directory")
+    study_dir = check_storage(spec)
     if not study_dir.exists() or not any(study_dir.iterdir()):
         return False
     saved = study_dir / SPEC_FILE
+    if not saved.is_file() or not _is_study(study_dir):
+        if saved.is_file():
+            try:
+                read_json(saved)
+            except StudyFileError as err:
+                raise UsageError(f"{err}; the study directory cannot be resumed or overwritten") from None
+        raise UsageError(f"storage_path: {study_dir} exists and is not a vae-study study; choose another name "
+                         "(--overwrite deletes only a study)")
     if overwrite:
         return False
-    if not saved.is_file():
-        raise UsageError(f"storage_path: {study_dir} exists and is not a vae-study study; choose another name")
-    old = _flatten(json.loads(saved.read_text()))
+    old = _flatten(read_json(saved))
     new = _flatten(json.loads(spec.model_dump_json()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
@@ -91,6 +136,80 @@ def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
             "use another name, or --overwrite to discard it"
         )
     return True
+
+
+def check_trusted(study_dir: Path) -> None:
+    """Refuses to resume from a study directory someone else could have planted code in.
+
+    Resuming loads Ray Tune's pickled state (``tuner.pkl``, the searcher's state, the trials'
+    state), which runs code: like ssh with a private key, the directory and every such file must
+    be owned by this user and not writable by group or others.
+
+    Raises:
+        UsageError: Naming the first file or directory that fails.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    paths = [study_dir, *sorted(p for p in study_dir.rglob("*") if p.is_dir() or p.suffix in (".pkl", ".json"))]
+    for path in paths:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise UsageError(f"{path}: a symbolic link in the study directory; resume trusts the directory like "
+                             "code and refuses it")
+        if uid is not None and info.st_uid != uid:
+            raise UsageError(f"{path}: owned by uid {info.st_uid}, not by you ({uid}); resume loads pickled state "
+                             "from the study directory and trusts it like code")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UsageError(f"{path}: writable by group or others (mode {stat.filemode(info.st_mode)}); resume "
+                             "loads pickled state from the study directory and trusts it like code (chmod go-w)")
+
+
+def check_same_data(study_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuses to resume a study on other data than it started with (path, size, digest).
+
+    Raises:
+        UsageError: If ``data.json`` records another source, size or digest, or cannot be read.
+    """
+    path = study_dir / DATA_FILE
+    if not path.is_file():
+        return
+    try:
+        saved = read_json(path).get("fingerprint")
+    except (StudyFileError, AttributeError) as err:
+        raise UsageError(f"{path}: cannot be read ({err}); use --overwrite to start afresh") from None
+    if saved is None:
+        return
+    changed = [key for key in ("path", "size", "sha256") if saved.get(key) != fingerprint.get(key)]
+    if changed:
+        raise UsageError(
+            f"dataset: the study started on {saved.get('path')} ({saved.get('size')} bytes, sha256 "
+            f"{str(saved.get('sha256'))[:12]}) but the data now read is {fingerprint.get('path')} "
+            f"({fingerprint.get('size')} bytes, sha256 {str(fingerprint.get('sha256'))[:12]}); "
+            "resume on the same data, or --overwrite to start afresh"
+        )
+
+
+def load_data(spec: StudySpec) -> PreparedData:
+    """Loads and checks the data, and checks every family's configs against it (before Ray).
+
+    Raises:
+        DataError: If the data cannot be read (including a corrupt HDF5 chunk or a dangling
+            external link).
+        UsageError: If a family's config does not fit the data or a metric cannot be computed.
+    """
+    options = spec.dataset_options()
+    try:
+        prepared = get_dataset(spec.dataset["name"]).load(options, spec.seed)
+    except (OSError, RuntimeError, KeyError) as err:  # h5py/numpy read errors the loader did not name
+        where = options.path or f"dataset {spec.dataset['name']!r}"
+        raise DataError(f"{where}: cannot be read ({type(err).__name__}: {err})") from None
+    try:
+        spec.check_data(prepared.describe())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return prepared
 
 
 def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> None:
@@ -158,7 +277,7 @@ def max_concurrent(spec: StudySpec, cluster: dict[str, float]) -> int:
 def _trainable(spec: StudySpec, data: dict[str, Any]):
     from ray import tune
 
-    from trainables.loop import train_driver_fn
+    from study.driver import train_driver_fn
 
     res = spec.resources
     fn = tune.with_parameters(train_driver_fn, spec_json=spec.model_dump_json(), data=data)
@@ -172,12 +291,14 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
     from ray.tune.schedulers import ASHAScheduler
 
     from study.space import build_searcher, num_trials, param_space
+    from study.status import TrialStatusCallback
 
     study_dir = spec.study_dir
     if resume and not tune.Tuner.can_restore(str(study_dir)):
         print(f"{study_dir} holds no Tune experiment state yet: starting the study afresh", flush=True)
         resume = False
     if resume:
+        check_trusted(study_dir)
         print(f"resuming study {spec.name} at {study_dir}", flush=True)
         return tune.Tuner.restore(
             str(study_dir), trainable=trainable, param_space=param_space(spec), resume_unfinished=True,
@@ -206,27 +327,31 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
             storage_path=str(spec.storage_path.resolve()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.training.max_failures),
+            callbacks=[TrialStatusCallback(study_dir)],
         ),
     )
 
 
 def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
-    """Runs (or resumes) a validated study; returns the exit code."""
-    from study.results import DATA_FILE, SPEC_FILE
-
+    """Runs (or resumes) a validated study; returns the exit code (see the module docstring)."""
     resume = check_study_dir(spec, args.overwrite)
-    prepared = get_dataset(spec.dataset["name"]).load(spec.dataset_options(), spec.seed)
+    prepared = load_data(spec)
+    fingerprint = prepared.fingerprint()
+    study_dir = spec.study_dir
+    if resume:
+        check_same_data(study_dir, fingerprint)
+        check_trusted(study_dir)
     uses_train = spec.resources.num_workers > 1 or spec.resources.trainer == "torch_trainer"
     _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, dashboard=uses_train or args.dashboard)
     cluster = check_cluster(spec)
 
-    study_dir = spec.study_dir
     if args.overwrite and study_dir.exists():
-        shutil.rmtree(study_dir)
+        shutil.rmtree(study_dir)  # check_study_dir made sure it holds a study
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
-    (study_dir / DATA_FILE).write_text(json.dumps({"source": str(prepared.source), **prepared.info}, indent=2,
-                                                  default=str))
+    if not (study_dir / DATA_FILE).is_file():  # a resume keeps the record of what the study started on
+        (study_dir / DATA_FILE).write_text(json.dumps(
+            {"source": str(prepared.source), "fingerprint": fingerprint, **prepared.info}, indent=2, default=str))
 
     from study.space import num_trials
 
@@ -237,22 +362,28 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    data = {**prepared.to_ray(), "input_shape": prepared.input_shape, "ground_truth": prepared.ground_truth}
+    data = {**prepared.to_ray(), "input_shape": prepared.input_shape, "ground_truth": prepared.ground_truth,
+            "num_train": prepared.describe().num_train, "validation_metrics": prepared.validation_metrics}
     tuner = _tuner(spec, _trainable(spec, data), resume, args, cluster)
-    tuner.fit()
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        pass  # the tables of what finished are still written; the exit code says interrupted
     return _finish(spec, args, time.perf_counter() - start)
 
 
 def _finish(spec: StudySpec, args: argparse.Namespace, seconds: float) -> int:
-    from study.results import best_trial, write_results
+    import pandas as pd
+
+    from analysis.results import best_trial
+    from study.results import write_results
+    from study.space import num_trials
     from study.spec import metric_mode
 
     trials_path, epochs_path = write_results(spec.study_dir)
-    import pandas as pd
-
     trials = pd.read_parquet(trials_path)
-    counts = trials["status"].value_counts().to_dict()
-    print(f"\nstudy {spec.name} finished in {seconds:.0f} s: {counts}")
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    print(f"\nstudy {spec.name} ended after {seconds:.0f} s: {counts}")
     metric = spec.objective.metrics[0]
     best = best_trial(trials, metric, spec.objective.modes[0])
     if best is not None:
@@ -262,14 +393,42 @@ def _finish(spec: StudySpec, args: argparse.Namespace, seconds: float) -> int:
         values = ", ".join(f"{m}={best[m]:.4g}" for m in shown)
         print(f"best trial by {metric} ({metric_mode(metric)}): {best['trial_id']} ({params}, repeat {best['repeat']}): {values}")
     print(f"trials:  {trials_path}\nepochs:  {epochs_path}")
+    expected = num_trials(spec)
+    finished = trials[trials["status"].isin(["TERMINATED", "ERROR"])] if len(trials) else trials
+    if len(finished) < expected:
+        print(f"interrupted: {len(finished)} of {expected} trials ended; run the same command to resume",
+              file=sys.stderr)
+        return 130
     if not args.no_report:
         from analysis.report import write_report
 
         index = write_report(spec.study_dir)
         print(f"report:  {index}")
-    errored = counts.get("ERROR", 0)
+    return _holes(trials, spec, trials_path.name)
+
+
+def _holes(trials, spec: StudySpec, table: str) -> int:
+    """1 with a one-line summary on stderr when a trial errored or a finished trial lacks an
+    objective metric; else 0."""
+    import pandas as pd
+
+    errored = int((trials["status"] == "ERROR").sum())
+    done = trials[trials["status"] == "TERMINATED"]
+    # A trial the scheduler stopped early never reached the end-of-trial evaluation: not a hole.
+    early = (done["epochs_run"] < spec.training.epochs) if spec.scheduler.name == "asha" else done["status"] != done["status"]
+    lacking = [i for i in done.index if not early[i]
+               and any(m not in done or pd.isna(done.loc[i, m]) for m in spec.objective.metrics)]
+    problems = []
     if errored:
-        print(f"{errored} trial(s) errored; see the error column of {trials_path.name}", file=sys.stderr)
+        problems.append(f"{errored} trial(s) errored (see the error column of {table})")
+    if lacking:
+        ids = ", ".join(str(done.loc[i, "trial_id"]) for i in lacking[:5])
+        problems.append(f"{len(lacking)} finished trial(s) lack the objective {spec.objective.metrics} ({ids})")
+    if not len(done):
+        problems.append("no trial finished")
+    if problems:
+        print(f"study {spec.name} left holes: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -278,9 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.config, args.overrides)
         return run_study(spec, args)
-    except (SpecError, DataError, UsageError) as err:
+    except (SpecError, DataError, UsageError, StudyFileError) as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,24 +4,32 @@ Imports Ray: import it only after :mod:`study.run` has set up Ray's environment.
 
 Every algorithm is an Optuna sampler behind Tune's ``OptunaSearch``: ``tpe``
 (TPESampler), ``random`` (RandomSampler), ``grid`` (GridSampler over the categorical
-choices) and ``nsga2`` (NSGAIISampler). Repeats of a configuration come from Tune's
-``Repeater``, which runs each suggested configuration ``repeats`` times, sets
-``__trial_index__`` in the trial config, and tells the searcher the mean.
+choices) and ``nsga2`` (NSGAIISampler). Repeats of a configuration come from
+:class:`RepeatSearcher`, which runs each suggested configuration ``repeats`` times, sets
+``__trial_index__`` (the repeat index) in each trial's own config, and tells the searcher the
+mean of each objective metric over the repeats: one Optuna trial per configuration.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from ray import tune
-from ray.tune.search import Repeater
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+from trainables.loop import REPEAT_KEY
 
-__all__ = ["param_space", "build_searcher", "num_trials"]
+__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE"]
+
+REPEATS_FILE = "repeats-state.json"  # RepeatSearcher's groups of repeats, in the study directory
 
 
 def param_space(spec: StudySpec) -> dict[str, Any]:
@@ -52,7 +60,7 @@ def num_trials(spec: StudySpec) -> int:
 
 
 def build_searcher(spec: StudySpec):
-    """A seeded ``OptunaSearch`` wrapped in a ``Repeater`` (``repeats`` runs per configuration)."""
+    """A seeded ``OptunaSearch`` wrapped in a :class:`RepeatSearcher` (``repeats`` runs per configuration)."""
     seed = spec.seed
     if spec.search.algorithm == "grid":
         grid = {k: p.choices for k, p in spec.search_space.items() if isinstance(p, CategoricalParam)}
@@ -67,22 +75,84 @@ def build_searcher(spec: StudySpec):
     metric = objective.metrics if objective.multi else objective.metrics[0]
     mode = objective.modes if objective.multi else objective.modes[0]
     searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler, seed=seed)
-    repeater_cls = _MultiObjectiveRepeater if objective.multi else Repeater
-    return repeater_cls(searcher, repeat=spec.search.repeats, set_index=True)
+    return RepeatSearcher(searcher, repeats=spec.search.repeats, metrics=objective.metrics)
 
 
-class _MultiObjectiveRepeater(Repeater):
-    """Tune's ``Repeater`` for a list of metrics: tells the searcher each metric's mean."""
+class RepeatSearcher(Searcher):
+    """Runs each configuration of an inner searcher ``repeats`` times with distinct repeat indices.
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs):
-        if trial_id not in self._trial_id_to_group:
+    Each trial's config carries its repeat index as ``__trial_index__`` (the trial seed derives
+    from it). When every repeat of a configuration has completed, the inner searcher is told the
+    mean of each objective metric over the repeats that reported it (NaN-free), or an error when
+    none did. The groups are this class's own state, saved beside the inner searcher's as JSON.
+
+    Args:
+        searcher: The inner searcher (``OptunaSearch``).
+        repeats: Trials per configuration, >= 1.
+        metrics: The objective metric names (one, or several for a multi-objective study).
+    """
+
+    def __init__(self, searcher: Searcher, *, repeats: int, metrics: list[str]):
+        self.searcher = searcher
+        self.repeats = int(repeats)
+        self.metrics = list(metrics)
+        self.groups: dict[str, dict[str, Any]] = {}  # first trial id -> {"config", "members", "scores"}
+        self.group_of: dict[str, str] = {}  # trial id -> first trial id of its configuration
+        self.current: str | None = None
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        group = self.groups.get(self.current) if self.current is not None else None
+        if group is None or len(group["members"]) >= self.repeats:
+            config = self.searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            self.current = trial_id
+            group = self.groups[trial_id] = {"config": copy.deepcopy(config), "members": [], "scores": {}}
+        group["members"].append(trial_id)
+        self.group_of[trial_id] = self.current
+        return {**copy.deepcopy(group["config"]), REPEAT_KEY: len(group["members"]) - 1}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        first = self.group_of.get(trial_id)
+        if first is None:
             return
-        group = self._trial_id_to_group[trial_id]
-        metrics = self.searcher.metric
-        have = bool(result) and all(m in result for m in metrics)
-        group.report(trial_id, [result[m] for m in metrics] if have else [np.nan] * len(metrics))
-        if group.finished_reporting():
-            scores = np.array(group.scores(), dtype=float)  # (repeats, num_metrics)
-            means = np.nanmean(scores, axis=0)
-            done = dict(zip(metrics, means.tolist())) if np.isfinite(means).all() else None
-            self.searcher.on_trial_complete(group.primary_trial_id, result=done, **kwargs)
+        group = self.groups[first]
+        values = [result.get(m) for m in self.metrics] if result and not error else None
+        finite = values is not None and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        group["scores"][trial_id] = [float(v) for v in values] if finite else None
+        if len(group["scores"]) < self.repeats:
+            return
+        good = [v for v in group["scores"].values() if v is not None]
+        if not good:
+            self.searcher.on_trial_complete(first, result=None, error=True)
+            return
+        means = np.mean(np.array(good, dtype=float), axis=0)  # (num_metrics,)
+        self.searcher.on_trial_complete(first, result=dict(zip(self.metrics, means.tolist())))
+
+    def _state_path(self, checkpoint_path: str) -> Path:
+        # Tune saves to a temporary name and renames it; our JSON goes beside it under a fixed name.
+        return Path(checkpoint_path).parent / REPEATS_FILE
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+        path = self._state_path(checkpoint_path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.get_state()))
+        tmp.replace(path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+        path = self._state_path(checkpoint_path)
+        if path.is_file():
+            state = json.loads(path.read_text())
+            self.groups, self.group_of, self.current = state["groups"], state["group_of"], state["current"]
+
+    def get_state(self) -> dict:
+        return {"groups": self.groups, "group_of": self.group_of, "current": self.current}
+
+    def set_state(self, state: dict) -> None:
+        self.groups, self.group_of, self.current = state["groups"], state["group_of"], state["current"]

@@ -15,41 +15,35 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.metrics import METRICS, metric_key_modes
-from datasets.registry import get_dataset
+from analysis.cli import one_line
+from analysis.evaluation import metric_requirement
+from analysis.metrics import METRICS, metric_key_modes, metric_mode
+from datasets.registry import DataDescription, get_dataset
+from trainables.protocol import supports
 from trainables.registry import get_family
+from trainables.training import TrainingSpec
 
 __all__ = [
     "StudySpec",
     "SpecError",
+    "TrainingSpec",
     "load_spec",
     "apply_overrides",
     "format_error",
     "metric_mode",
     "one_line",
+    "safe_yaml",
+    "DATASET_PREFIX",
 ]
+
+MAX_SPEC_BYTES = 1 << 20  # a study spec is a page of YAML, not a data file
+DATASET_PREFIX = "dataset."  # search-space keys of a dataset option searched per trial (dataset.train_fraction)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class SpecError(ValueError):
     """A study spec that cannot run; ``str(err)`` is one line naming the field."""
-
-
-def metric_mode(metric: str) -> Literal["min", "max"]:
-    """Whether a reported metric is better low or high (``val_elbo``, ``mig`` high; losses low).
-
-    Raises:
-        KeyError: If the name follows no known convention.
-    """
-    known = metric_key_modes()
-    if metric in known:
-        return known[metric]
-    if metric.endswith(("_loss", "_kl", "_mae", "_mse", "_nll", "_mmd", "_fd")):
-        return "min"
-    if metric.endswith(("_elbo", "_accuracy", "_auc")):
-        return "max"
-    raise KeyError(f"no known direction for metric {metric!r}")
 
 
 class FloatParam(BaseModel):
@@ -95,6 +89,17 @@ class CategoricalParam(BaseModel):
     type: Literal["categorical"]
     choices: list[Any] = Field(min_length=1)
 
+    @field_validator("choices")
+    @classmethod
+    def _one_kind(cls, value: list[Any]) -> list[Any]:
+        kinds = {_kind(choice) for choice in value}
+        if len(kinds) > 1:
+            raise ValueError(f"choices must all be of one kind (numbers, strings, booleans or lists), "
+                             f"but got {sorted(kinds)}")
+        if any(choice is None for choice in value):
+            raise ValueError("choices must not hold null")
+        return value
+
     def values_to_check(self) -> list[Any]:
         return list(self.choices)
 
@@ -108,6 +113,19 @@ class FixedParam(BaseModel):
 
     def values_to_check(self) -> list[Any]:
         return [self.value]
+
+
+def _kind(value: Any) -> str:
+    """The kind of a categorical choice as a parquet column sees it (ints and floats are numbers)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -171,17 +189,6 @@ class SchedulerSpec(BaseModel):
     max_t: int | None = Field(None, gt=0)  # epochs; None: training.epochs
     grace_period: int = Field(1, gt=0)  # epochs a trial runs before it can be stopped
     reduction_factor: float = Field(2.0, gt=1.0)  # keep the best 1/reduction_factor at each rung
-
-
-class TrainingSpec(BaseModel):
-    """Optimisation settings shared by every trial (each can also be searched)."""
-
-    model_config = _FROZEN
-    epochs: int = Field(10, gt=0, le=100_000)
-    batch_size: int = Field(64, gt=0, le=65_536)  # 64 as in disentanglement_lib
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    max_failures: int = Field(0, ge=0, le=100)  # restarts of a failed trial from its last checkpoint
 
 
 class ResourcesSpec(BaseModel):
@@ -322,7 +329,15 @@ class StudySpec(BaseModel):
                 config = None
             names = family.reported_metrics(config)
             epoch_metrics = [m for m in epoch_metrics if m in names] if epoch_metrics else list(names)
+        epoch_metrics += [m for m in self.dataset_options().extra_metrics() if m not in epoch_metrics]
         who = f"family {families[0].name!r}" if len(families) == 1 else f"every family of {self.family_names}"
+        for name in self.evaluation.metrics:
+            for family in families:
+                # Whether the family can produce it at all; whether the data has factors is checked
+                # against the loaded data (check_data), still before Ray starts.
+                reason = metric_requirement(name, has_factors=True, model_cls=family.model_cls)
+                if reason is not None:
+                    raise ValueError(f"evaluation.metrics: {reason} (family {family.name!r})")
         reported = set(epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
         for metric in self.objective.metrics:
             if metric not in reported:
@@ -333,7 +348,7 @@ class StudySpec(BaseModel):
         if self.scheduler.name == "asha":
             self._check_asha(epoch_metrics)
         for each in families:
-            if self.resources.num_workers > 1 and hasattr(each.model_cls, "training_step"):
+            if self.resources.num_workers > 1 and supports(each.model_cls, "training_step"):
                 raise ValueError(
                     f"resources.num_workers: family {each.name!r} runs its own optimisation step, which DDP "
                     f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
@@ -344,7 +359,9 @@ class StudySpec(BaseModel):
         """Checks one search-space entry against one family's config (or the training settings)."""
         where = f"search_space.{key}"
         head = key.split(".")[0]
-        if "." in key and head in family.config_cls.model_fields:
+        if key.startswith(DATASET_PREFIX):
+            self._check_dataset_param(key, param)
+        elif "." in key and head in family.config_cls.model_fields:
             if head not in fixed:
                 raise ValueError(f"{where}: family.{head} must be given for its entry {key!r} to be searched")
             for value in param.values_to_check():
@@ -370,6 +387,53 @@ class StudySpec(BaseModel):
             )
         if self.search.algorithm == "grid" and not isinstance(param, (CategoricalParam, FixedParam)):
             raise ValueError(f"{where}: grid search takes categorical choices or a fixed value, not a {param.type} range")
+
+    def _check_dataset_param(self, key: str, param) -> None:
+        """A searched dataset option: one the dataset declares searchable, each value valid."""
+        where = f"search_space.{key}"
+        field = key[len(DATASET_PREFIX):]
+        options_cls = get_dataset(self.dataset["name"]).options_cls
+        if field not in options_cls.searchable:
+            raise ValueError(f"{where}: dataset {self.dataset['name']!r} cannot search {field!r} per trial; "
+                             f"searchable: {sorted(options_cls.searchable) or 'none'}")
+        if field in self.dataset:
+            raise ValueError(f"{where}: dataset.{field} is both fixed in dataset and searched; keep one")
+        for value in param.values_to_check():
+            _validate_section(options_cls, {**self.dataset, field: value}, where, only=field)
+
+    def check_data(self, data: DataDescription) -> None:
+        """Checks every family's configs against the loaded data and the training spec, and every
+        requested metric against the data, before Ray starts.
+
+        Each family's ``check_setup(config, training, data)`` runs for the fixed config with each
+        searched value in turn (the others at their first value); every ``evaluation.metrics``
+        entry must be computable on this data.
+
+        Raises:
+            ValueError: One line naming the field.
+        """
+        for name in self.evaluation.metrics:
+            for family_name in self.family_names:
+                reason = metric_requirement(name, has_factors=data.has_factors,
+                                            model_cls=get_family(family_name).model_cls)
+                if reason is not None:
+                    raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset['name']!r})")
+        first = {k: p.values_to_check()[0] for k, p in self.search_space.items()}
+        trials = [first] + [{**first, k: v} for k, p in self.search_space.items() for v in p.values_to_check()[1:]]
+        families = self.family_names
+        for params in trials:
+            for family_name in families if "family" in self.search_space else [None]:
+                chosen = params if family_name is None else {**params, "family": family_name}
+                family = get_family(self.trial_family(chosen))
+                if not supports(family.model_cls, "check_setup"):
+                    continue
+                config, training = self.trial_settings(chosen)
+                try:
+                    family.model_cls.check_setup(config, training, data)
+                except ValueError as err:
+                    varied = {k: v for k, v in chosen.items() if k in self.searched_params}
+                    suffix = f" (in family {family.name!r}" + (f", with {varied})" if varied else ")")
+                    raise ValueError(f"{err}{suffix}") from None
 
     def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
         if self.objective.multi:
@@ -430,7 +494,7 @@ class StudySpec(BaseModel):
         fam = self.family_fixed(family.name)
         train = self.training.model_dump()
         for key in self.search_space:
-            if key == "family":
+            if key == "family" or key.startswith(DATASET_PREFIX):
                 continue
             value = params[key] if key in params else self.search_space[key].value
             if "." in key:
@@ -518,6 +582,40 @@ def format_error(err: ValidationError) -> str:
     return f"{loc}: {_describe(first, StudySpec)}"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``: no alias bombs, no shared nodes) and
+    duplicate mapping keys (a repeated key would silently win over the first)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a study spec",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_yaml(text: str) -> Any:
+    """Parses YAML with safe types only, refusing aliases and duplicate keys.
+
+    Raises:
+        yaml.YAMLError: On malformed YAML, an alias or a duplicate key (with its line).
+    """
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies ``--set a.b.c=value`` overrides to a spec mapping (values parsed as YAML).
 
@@ -529,7 +627,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. training.epochs=1")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = safe_yaml(raw) if raw else ""
         except yaml.YAMLError:
             raise SpecError(f"--set {item}: the value is not valid YAML") from None
         node = data
@@ -561,13 +659,15 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
     """
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: {path.stat().st_size} bytes; a study spec is at most {MAX_SPEC_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(f"{path}: cannot read the study spec ({err.strerror})") from None
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML study spec") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -575,13 +675,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> StudySpec:
         raise SpecError(one_line(f"{path}: not valid YAML{where}: {problem}")) from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of study sections at the top level, got {type(data).__name__}")
+    if any(not isinstance(key, str) for key in data):
+        raise SpecError(f"{path}: section names must be strings, got {[k for k in data if not isinstance(k, str)][0]!r}")
     data = apply_overrides(data, list(overrides))
     try:
-        return StudySpec(**data)
+        return StudySpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(one_line(f"{path}: {format_error(err)}")) from None
-
-
-def one_line(message: str) -> str:
-    """``message`` with line breaks and other control characters escaped, so it prints as one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

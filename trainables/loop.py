@@ -1,15 +1,11 @@
-"""The training loop: a per-worker function and the Tune trial (driver) that runs it.
+"""The per-worker training loop: epochs over a dataset shard, one report and checkpoint per epoch.
 
-``train_fn_per_worker`` trains one model: epochs over its dataset shard, a validation pass,
-one report and one checkpoint per epoch (rank 0 checkpoints model, optimizer and epoch),
-and the evaluation metrics (MIG, ...) after the last epoch. It resumes from the checkpoint
-its session hands it.
-
-``train_driver_fn`` is the Ray Tune function trainable. With ``resources.num_workers == 1``
-it runs the per-worker function itself, reporting through Tune; a ``TorchTrainer`` would
-add ~16 s of start-up and ~2 s per report to every trial for no parallelism. With more
-workers it launches a Train V2 ``TorchTrainer`` (DDP) whose reports reach Tune through
-``TuneReportCallback``.
+``run_worker`` trains one model: epochs over its dataset shard, a validation pass, one report
+and one checkpoint per epoch (rank 0 checkpoints model, optimizer, epoch, snapshots and the
+trial's description with its provenance), and, after the last epoch, the evaluation it was
+handed (:attr:`TrialConfig.evaluate`; the loop itself knows no metric). It resumes from the
+checkpoint its session hands it. ``train_fn_per_worker`` is the Ray Train entry point around it;
+the Tune trial that turns a study spec into a :class:`TrialConfig` lives in ``study.driver``.
 """
 
 from __future__ import annotations
@@ -17,20 +13,30 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from trainables.faults import active_fault
+from trainables.protocol import supports, unwrap
 from trainables.registry import get_family
+from trainables.training import TrainingSpec
 
-__all__ = ["TrialConfig", "train_fn_per_worker", "train_driver_fn", "run_worker", "trial_seed", "load_checkpoint",
-           "load_snapshots"]
+__all__ = ["TrialConfig", "Evaluate", "train_fn_per_worker", "run_worker", "trial_seed", "load_checkpoint",
+           "load_snapshots", "build_model", "provenance"]
+
+# The evaluation a study hands the loop: ``evaluate(model, device, held_out)`` -> named floats,
+# where ``held_out(num)`` returns up to ``num`` validation images float32 ``(num, ...)``. It raises
+# when a requested metric cannot be computed (a hole must not look like a result).
+Evaluate = Callable[[torch.nn.Module, torch.device, Callable[[int], np.ndarray]], dict[str, float]]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SNAPSHOT_FILE = "snapshots.npz"
@@ -49,19 +55,38 @@ def trial_seed(study_seed: int, repeat: int) -> int:
 
 @dataclass
 class TrialConfig:
-    """Everything a worker needs to train one trial (plain values, picklable)."""
+    """Everything a worker needs to train one trial (picklable: it travels to Ray workers).
+
+    Attributes:
+        family: Registered family name.
+        family_config: The family's config as JSON values (validated by its config class).
+        training: The validated training spec.
+        input_shape: Shape of one observation, e.g. ``(C, H, W)``.
+        seed: The trial's seed (``trial_seed``); worker ``r`` seeds torch with ``seed + r``.
+        threads: torch threads of each worker.
+        snapshot_epochs: Epochs whose validation reconstructions are kept; None: every epoch.
+        snapshot_samples: Fixed validation rows reconstructed at those epochs; 0: none.
+        evaluate: The end-of-trial evaluation (see :data:`Evaluate`), or None for none.
+        validation_metrics: The dataset's per-epoch metrics from the model's predictions
+            (``PreparedData.validation_metrics``), or None.
+        description: Extra JSON facts for ``trial.json`` (the study's evaluation settings...).
+    """
 
     family: str
     family_config: dict[str, Any]
-    training: dict[str, Any]
+    training: TrainingSpec
     input_shape: tuple[int, ...]
     seed: int
-    metrics: list[str] = field(default_factory=list)
-    num_train: int = 10_000
     threads: int = 1
-    ground_truth: Any = None  # datasets.base.ArrayGroundTruthData of the held-out rows, or None
-    snapshot_epochs: list[int] | None = None  # epochs whose val reconstructions are kept; None: every epoch
-    snapshot_samples: int = 8  # fixed val rows reconstructed at those epochs; 0: none
+    snapshot_epochs: list[int] | None = None
+    snapshot_samples: int = 8
+    evaluate: Evaluate | None = None
+    validation_metrics: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None
+    description: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.training, TrainingSpec):
+            raise TypeError(f"TrialConfig.training: expected a TrainingSpec, got {type(self.training).__name__}")
 
 
 class Session(Protocol):
@@ -167,8 +192,8 @@ class TuneSession:
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train per-worker entry point; ``config`` is ``asdict(TrialConfig)``."""
-    run_worker(TrialConfig(**config), TrainSession())
+    """Ray Train per-worker entry point; ``config`` is ``{"trial": TrialConfig}``."""
+    run_worker(config["trial"], TrainSession())
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
@@ -209,32 +234,35 @@ def run_worker(config: TrialConfig, session: Session) -> None:
     state = None
     checkpoint = session.checkpoint()
     snapshots: dict[str, np.ndarray] = {}
+    started = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(directory)
             snapshots = load_snapshots(directory)
+            started = _started_at(directory)
         model.load_state_dict(state["model"])
+    stamp = provenance(device, config.threads, session.node_id, started)
     model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
-    core = model.module if hasattr(model, "module") else model
-    if hasattr(core, "configure_optimizers"):
+    core = unwrap(model)
+    if supports(core, "configure_optimizers"):
         optimizers = list(core.configure_optimizers(training))
     else:
-        optimizers = [_optimizer(training["optimizer"], model.parameters(), training["lr"])]
+        optimizers = [_optimizer(training.optimizer, model.parameters(), training.lr)]
     done = 0
     if state is not None:
         for optimizer, saved in zip(optimizers, state["optimizers"]):
             optimizer.load_state_dict(saved)  # moves the optimizer state to the parameters' device
         done = int(state["epoch"])
     fault = active_fault()
-    params = {**config.family_config, **config.training}
+    params = {**config.family_config, **training.model_dump()}
     train_shard = session.shard("train")
     val_shard = session.shard("val") if session.world_rank == 0 else None
     snapshot_batch = None
 
-    for epoch in range(done + 1, training["epochs"] + 1):
+    for epoch in range(done + 1, training.epochs + 1):
         start = time.perf_counter()
         model.train()
-        train_terms, seen, _ = _run_epoch(model, train_shard, training["batch_size"], device, optimizers)
+        train_terms, seen, _ = _run_epoch(model, train_shard, training.batch_size, device, optimizers)
         if fault is not None and fault.kind == "nan" and fault.matches(params, epoch):
             train_terms["loss"] = float("nan")  # injected by VAE_STUDY_FAULT (tests only)
         if not all(math.isfinite(v) for v in train_terms.values()):
@@ -251,24 +279,28 @@ def run_worker(config: TrialConfig, session: Session) -> None:
             continue
         core.eval()
         with torch.no_grad():
-            val_terms, _, predictions = _run_epoch(core, val_shard, training["batch_size"], device, None,
+            val_terms, _, predictions = _run_epoch(core, val_shard, training.batch_size, device, None,
                                                    keep_first=config.snapshot_samples)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
         if {"recon_loss", "kl"} <= set(val_terms):
             metrics["val_elbo"] = -(val_terms["recon_loss"] + val_terms["kl"])
         first = predictions.pop("__first_batch__", None)
-        if predictions and hasattr(core, "validation_metrics"):
+        if predictions and supports(core, "validation_metrics"):
             metrics.update({f"val_{k}": v for k, v in core.validation_metrics(predictions).items()})
+        if config.validation_metrics is not None:
+            metrics.update({f"val_{k}": v for k, v in config.validation_metrics(predictions).items()})
         if snapshot_batch is None and first is not None:
             snapshot_batch = first
-        if snapshot_batch is not None and _snapshot_due(config, epoch) and hasattr(core, "reconstruct"):
+        if snapshot_batch is not None and _snapshot_due(config, epoch) and supports(core, "reconstruct"):
             _take_snapshot(snapshots, core, snapshot_batch, epoch)
-        if epoch == training["epochs"]:
-            metrics.update(evaluate(core, config, device, val_shard, training["batch_size"]))
+        if epoch == training.epochs and config.evaluate is not None:
+            core.eval()
+            metrics.update(config.evaluate(core, device, _held_out(val_shard, training.batch_size)))
         metrics["epoch_seconds"] = time.perf_counter() - start
+        stamp["ended_at"] = _now()
         # Ray copies the checkpoint into the trial's storage during report(); the local copy then goes.
         with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
-            _save_checkpoint(checkpoint_dir, core, optimizers, epoch, config, snapshots)
+            _save_checkpoint(checkpoint_dir, core, optimizers, epoch, config, snapshots, stamp)
             session.report(metrics, checkpoint_dir)
         _maybe_kill(fault, params, epoch)
 
@@ -276,7 +308,7 @@ def run_worker(config: TrialConfig, session: Session) -> None:
 def _snapshot_due(config: TrialConfig, epoch: int) -> bool:
     if config.snapshot_samples <= 0:
         return False
-    return config.snapshot_epochs is None or epoch in config.snapshot_epochs or epoch == config.training["epochs"]
+    return config.snapshot_epochs is None or epoch in config.snapshot_epochs or epoch == config.training.epochs
 
 
 def _take_snapshot(snapshots: dict[str, np.ndarray], model, batch: dict[str, torch.Tensor], epoch: int) -> None:
@@ -286,7 +318,7 @@ def _take_snapshot(snapshots: dict[str, np.ndarray], model, batch: dict[str, tor
             snapshots["inputs" if name == "image" else f"column_{name}"] = value.cpu().numpy()
     recon = model.reconstruct(batch)
     snapshots[f"epoch_{epoch:04d}"] = recon.float().cpu().numpy().astype(np.float16)
-    if hasattr(model, "predict"):
+    if supports(model, "predict"):
         for name, value in model.predict(batch).items():
             snapshots[f"epoch_{epoch:04d}_{name}"] = value.float().cpu().numpy()
 
@@ -311,36 +343,6 @@ def _maybe_kill(fault, params: dict[str, Any], epoch: int) -> None:
         fault.kill()
 
 
-def evaluate(model: torch.nn.Module, config: TrialConfig, device: torch.device, val_shard=None,
-             batch_size: int = 256) -> dict[str, float]:
-    """The evaluation metrics of ``config.metrics``.
-
-    Ground-truth metrics (MIG, ...) score the held-out factors; sample metrics (``kind="samples"``)
-    compare ``model.sample`` with up to ``num_train`` validation images.
-    """
-    from analysis.checkpoints import representation_fn
-    from analysis.metrics import METRICS
-
-    if not config.metrics:
-        return {}
-    model.eval()
-    results: dict[str, float] = {}
-    held_out = None
-    encode = representation_fn(model, device) if hasattr(model, "encode") else None
-    for name in config.metrics:
-        metric = METRICS[name]
-        rng = np.random.default_rng(config.seed)
-        if metric.kind == "samples":
-            if not hasattr(model, "sample") or val_shard is None:
-                continue
-            if held_out is None:
-                held_out = _first_rows(val_shard, config.num_train, batch_size)
-            results.update(metric.compute(held_out, _sampler(model, device), random_state=rng))
-        elif config.ground_truth is not None and encode is not None:
-            results.update(metric.compute(config.ground_truth, encode, random_state=rng, num_train=config.num_train))
-    return results
-
-
 def _first_rows(shard, num: int, batch_size: int) -> np.ndarray:
     """Up to ``num`` images of ``shard`` as float32 ``(num, ...)``."""
     parts, total = [], 0
@@ -352,14 +354,16 @@ def _first_rows(shard, num: int, batch_size: int) -> np.ndarray:
     return np.concatenate(parts)[:num]
 
 
-def _sampler(model, device):
-    """``(num, random_state) -> float32 (num, ...)`` samples of ``model`` as numpy."""
+def _held_out(shard, batch_size: int) -> Callable[[int], np.ndarray]:
+    """``held_out(num)``: up to ``num`` validation images of ``shard``, read on first use and cached."""
+    cache: dict[int, np.ndarray] = {}
 
-    def sample(num: int, random_state: np.random.Generator) -> np.ndarray:
-        generator = torch.Generator().manual_seed(int(random_state.integers(2**31)))
-        return model.sample(num, generator=generator).float().cpu().numpy()
+    def held_out(num: int) -> np.ndarray:
+        if num not in cache:
+            cache[num] = _first_rows(shard, num, batch_size)
+        return cache[num]
 
-    return sample
+    return held_out
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -375,8 +379,8 @@ def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: in
         model outputs' per-sample ``predictions`` concatenated over the pass, and under
         ``"__first_batch__"`` the first ``keep_first`` rows of the shard (a dict of tensors).
     """
-    core = model.module if hasattr(model, "module") else model
-    step = getattr(core, "training_step", None)
+    core = unwrap(model)
+    step = core.training_step if supports(core, "training_step") else None
     sums: dict[str, float] = {}
     collected: dict[str, list[torch.Tensor]] = {}
     first = None
@@ -396,7 +400,7 @@ def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: in
             terms = out.terms()
         if optimizers is None and keep_first and first is None:
             first = {k: v[:keep_first] for k, v in batch.items()}
-        n = len(batch["image"])
+        n = len(next(iter(batch.values())))  # rows of this batch (any column)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
         seen += n
@@ -409,78 +413,67 @@ def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: in
 
 
 def _save_checkpoint(directory: str, model, optimizers, epoch: int, config: TrialConfig,
-                     snapshots: dict[str, np.ndarray]) -> None:
+                     snapshots: dict[str, np.ndarray], stamp: dict[str, Any] | None = None) -> None:
     torch.save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch},
                os.path.join(directory, CHECKPOINT_FILE))
     if snapshots:
         np.savez(os.path.join(directory, SNAPSHOT_FILE), **snapshots)
-    described = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "ground_truth"}
-    Path(directory, TRIAL_FILE).write_text(json.dumps(described, indent=2))
+    Path(directory, TRIAL_FILE).write_text(json.dumps(describe_trial(config, stamp), indent=2))
 
 
-def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, Any]) -> None:
-    """The Tune trial: derives the trial's settings and seed, then trains.
+def describe_trial(config: TrialConfig, stamp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``trial.json``: the trial's family, config, training, input shape, seed and provenance (JSON)."""
+    return {
+        "family": config.family, "family_config": config.family_config,
+        "training": config.training.model_dump(mode="json"), "input_shape": list(config.input_shape),
+        "seed": config.seed, "threads": config.threads, "snapshot_epochs": config.snapshot_epochs,
+        "snapshot_samples": config.snapshot_samples, **(config.description or {}),
+        "provenance": stamp or {},
+    }
 
-    Args:
-        config: The trial's sampled search-space values, plus ``__trial_index__`` (repeat).
-        spec_json: The study spec as JSON.
-        data: ``{"train": Dataset, "val": Dataset, "input_shape": (C, H, W),
-            "ground_truth": ArrayGroundTruthData | None}``.
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _started_at(directory: str | Path) -> str | None:
+    """The start time an earlier run of this trial recorded in its checkpoint (kept on resume)."""
+    path = Path(directory) / TRIAL_FILE
+    try:
+        return json.loads(path.read_text()).get("provenance", {}).get("started_at")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device: torch.device, threads: int, node_id: str | None = None,
+               started_at: str | None = None) -> dict[str, Any]:
+    """Where and with what this trial trains, stamped by the trial itself (``trial.json``).
+
+    Returns:
+        ``torch_version``, ``ray_version``, ``optuna_version``, ``numpy_version``, ``git_sha`` and
+        ``git_dirty`` (None outside a git checkout, e.g. a ``ray job`` working-dir copy), ``hostname``,
+        ``node_id`` (Ray's), ``device`` (``cpu`` or the CUDA device name), ``threads``,
+        ``started_at`` (UTC, ISO 8601; kept from the first run when resumed); ``ended_at`` is
+        set at each checkpoint.
     """
-    import ray.tune
+    import optuna
+    import ray
 
-    from study.spec import StudySpec
-
-    spec = StudySpec.model_validate_json(spec_json)
-    params = {k: v for k, v in config.items() if k != REPEAT_KEY}
-    family_config, training = spec.trial_settings(params)
-    resources = spec.resources
-    trial = TrialConfig(
-        family=spec.trial_family(params),
-        family_config=family_config.model_dump(mode="json"),
-        training=training.model_dump(mode="json"),
-        input_shape=tuple(data["input_shape"]),
-        seed=trial_seed(spec.seed, int(config[REPEAT_KEY])),
-        metrics=list(spec.evaluation.metrics),
-        num_train=spec.evaluation.num_train,
-        threads=max(1, int(resources.cpus_per_trial // resources.num_workers)),
-        ground_truth=data["ground_truth"],
-        snapshot_epochs=spec.evaluation.snapshot_epochs,
-        snapshot_samples=spec.evaluation.snapshot_samples,
-    )
-    datasets = {"train": data["train"], "val": data["val"]}
-    if resources.num_workers == 1 and resources.trainer == "auto":
-        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0))
-        return
-
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    context = ray.tune.get_context()
-    restored = ray.tune.get_checkpoint()
-    per_worker = {"CPU": resources.cpus_per_trial / resources.num_workers}
-    if resources.gpus_per_trial:
-        per_worker["GPU"] = resources.gpus_per_trial / resources.num_workers
-    trainer = TorchTrainer(
-        train_fn_per_worker,
-        train_loop_config=asdict(trial),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=resources.gpus_per_trial > 0, resources_per_worker=per_worker
-        ),
-        datasets=datasets,
-        # Train's DataConfig would replace each dataset's execution options (a streamed dataset's
-        # read-ahead cap among them): hand them over as the dataset was built.
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split=["train"],
-            execution_options={name: ds.context.execution_options for name, ds in datasets.items()},
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{context.get_experiment_name()}-{context.get_trial_id()}",
-            storage_path=str(Path(spec.study_dir, "train_runs")),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
-        resume_from_checkpoint=ray.train.Checkpoint(restored.path, restored.filesystem) if restored else None,
-    )
-    trainer.fit()
+    sha = _git("rev-parse", "--verify", "-q", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if sha else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "torch_version": torch.__version__, "ray_version": ray.__version__, "optuna_version": optuna.__version__,
+        "numpy_version": np.__version__, "git_sha": sha, "git_dirty": None if status is None else bool(status),
+        "hostname": platform.node(), "node_id": node_id, "device": name, "threads": int(threads),
+        "started_at": started_at or _now(), "ended_at": None,
+    }

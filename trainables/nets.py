@@ -30,6 +30,27 @@ def conv_output_size(image_size: int, num_layers: int) -> int:
     return image_size // (2**num_layers)
 
 
+def check_image_input(input_shape: Sequence[int], filters: Sequence[int], family: str) -> None:
+    """Refuses an input shape a stack of ``len(filters)`` stride-2 convolutions cannot take.
+
+    Args:
+        input_shape: ``(C, H, W)`` of the dataset's observations.
+        filters: Channel widths of the conv layers.
+        family: The family's name, for the message.
+
+    Raises:
+        ValueError: ``family.filters: ...`` when the images are not square ``(C, H, H)`` or ``H`` is not
+            divisible by ``2 ** len(filters)``.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"family.filters: {family} needs square (C, H, H) images, but the dataset gives {shape}")
+    layers = len(filters)
+    if shape[1] % (2**layers):
+        raise ValueError(f"family.filters: {layers} stride-2 layers need an image size divisible by {2 ** layers}, "
+                         f"but the dataset's images are {shape[1]} pixels wide (got filters {list(filters)})")
+
+
 class ConvEncoder(nn.Module):
     """Stride-2 conv stack, then a hidden linear layer, then ``out_dim`` outputs.
 

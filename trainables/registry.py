@@ -83,6 +83,8 @@ def get_family(name: str) -> Family:
         KeyError: If no family of that name is registered; the message lists the known ones.
     """
     _load()
+    if not isinstance(name, str):
+        raise KeyError(f"expected a family name, got a {type(name).__name__}; expected one of {sorted(_FAMILIES)}")
     try:
         return _FAMILIES[name]
     except KeyError:

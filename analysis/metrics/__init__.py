@@ -24,6 +24,7 @@ __all__ = [
     "METRICS",
     "Metric",
     "metric_key_modes",
+    "metric_mode",
     "compute_beta_vae",
     "compute_dci",
     "compute_factor_vae",
@@ -74,3 +75,19 @@ def metric_key_modes(names: list[str] | None = None) -> dict[str, str]:
     """Result key -> ``"min"``/``"max"`` for the named metrics (all metrics when None)."""
     chosen = METRICS if names is None else {n: METRICS[n] for n in names}
     return {key: mode for metric in chosen.values() for key, mode in metric.keys.items()}
+
+
+def metric_mode(metric: str) -> Literal["min", "max"]:
+    """Whether a reported metric is better low or high (``val_elbo``, ``mig`` high; losses low).
+
+    Raises:
+        KeyError: If the name follows no known convention.
+    """
+    known = metric_key_modes()
+    if metric in known:
+        return known[metric]
+    if metric.endswith(("_loss", "_kl", "_mae", "_mse", "_nll", "_mmd", "_fd")):
+        return "min"
+    if metric.endswith(("_elbo", "_accuracy", "_auc")):
+        return "max"
+    raise KeyError(f"no known direction for metric {metric!r}")

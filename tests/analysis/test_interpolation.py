@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from trainables.training import TrainingSpec
 from analysis.checkpoints import load_trial_model
 from analysis.interpolation import _endpoints, interpolation_grid, lerp, slerp, study_interpolation_figure
 from datasets.registry import get_dataset
@@ -84,7 +85,7 @@ def test_grid_decodes_both_paths_in_order():
 
 
 def checkpoint(tmp_path, family: str, family_config: dict, input_shape: tuple) -> str:
-    config = TrialConfig(family=family, family_config=family_config, training={"epochs": 1}, input_shape=input_shape,
+    config = TrialConfig(family=family, family_config=family_config, training=TrainingSpec(epochs=1), input_shape=input_shape,
                          seed=0)
     torch.manual_seed(0)
     model = build_model(config)

@@ -33,7 +33,7 @@ def study_dir(tmp_path):
     rows = []
     for i, beta in enumerate([1.0, 4.0]):
         family_config, training = spec.trial_settings({"beta": beta})
-        config = TrialConfig("conv_vae", family_config.model_dump(mode="json"), training.model_dump(mode="json"),
+        config = TrialConfig("conv_vae", family_config.model_dump(mode="json"), training,
                              (1, 64, 64), seed=100 + i)
         model = build_model(config)
         ckpt = study / f"trial{i}" / "checkpoint_000000"

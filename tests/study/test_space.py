@@ -58,16 +58,15 @@ def test_num_trials_grid_times_repeats():
 @pytest.mark.parametrize("algorithm, sampler", [("grid", "GridSampler"), ("tpe", "TPESampler"),
                                                 ("random", "RandomSampler"), ("nsga2", "NSGAIISampler")])
 def test_searcher_uses_seeded_optuna_sampler(algorithm, sampler):
-    from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
-    from study.space import build_searcher
+    from study.space import RepeatSearcher, build_searcher
 
     search = {"algorithm": algorithm, "repeats": 2}
     if algorithm != "grid":
         search["num_samples"] = 3
     searcher = build_searcher(make_spec(search=search, seed=7))
-    assert isinstance(searcher, Repeater) and searcher.repeat == 2
+    assert isinstance(searcher, RepeatSearcher) and searcher.repeats == 2
     assert isinstance(searcher.searcher, OptunaSearch)
     assert type(searcher.searcher._sampler).__name__ == sampler
     assert searcher.searcher.metric == "mig" and searcher.searcher.mode == "max"
@@ -76,12 +75,12 @@ def test_searcher_uses_seeded_optuna_sampler(algorithm, sampler):
 def test_multi_objective_repeater_tells_the_mean_of_each_metric():
     from ray import tune
 
-    from study.space import _MultiObjectiveRepeater, build_searcher
+    from study.space import RepeatSearcher, build_searcher
 
     spec = make_spec(objective={"metric": ["val_recon_loss", "mig"], "mode": ["min", "max"]},
                      search={"algorithm": "nsga2", "num_samples": 2, "repeats": 2})
     repeater = build_searcher(spec)
-    assert isinstance(repeater, _MultiObjectiveRepeater)
+    assert isinstance(repeater, RepeatSearcher)
     told = []
     repeater.searcher.on_trial_complete = lambda trial_id, result=None, **kw: told.append((trial_id, result))
     repeater.set_search_properties(None, None, {"beta": tune.choice([1, 2, 4])})
@@ -93,3 +92,40 @@ def test_multi_objective_repeater_tells_the_mean_of_each_metric():
     repeater.on_trial_complete("b", {"val_recon_loss": 20.0, "mig": 0.3})
     assert told[0][0] == "a"
     assert told[0][1]["val_recon_loss"] == 15.0 and math.isclose(told[0][1]["mig"], 0.2)
+
+
+def test_repeats_tell_the_mean_of_the_repeats_that_reported_and_an_error_when_none_did():
+    from ray import tune
+
+    from study.space import build_searcher
+
+    repeater = build_searcher(make_spec(search={"algorithm": "random", "num_samples": 3, "repeats": 2}))
+    told = []
+    repeater.searcher.on_trial_complete = lambda trial_id, result=None, error=False: told.append((trial_id, result,
+                                                                                                error))
+    repeater.set_search_properties(None, None, {"beta": tune.choice([1, 2, 4])})
+    configs = [repeater.suggest(t) for t in "abcd"]
+    assert [c["__trial_index__"] for c in configs] == [0, 1, 0, 1]
+    repeater.on_trial_complete("a", {"mig": 0.2})
+    repeater.on_trial_complete("b", None, error=True)  # an errored repeat: the mean of the others
+    repeater.on_trial_complete("c", None, error=True)
+    repeater.on_trial_complete("d", {"mig": float("nan")})
+    assert told == [("a", {"mig": 0.2}, False), ("c", None, True)]
+
+
+def test_repeat_groups_survive_save_and_restore(tmp_path):
+    from ray import tune
+
+    from study.space import REPEATS_FILE, build_searcher
+
+    spec = make_spec(search={"algorithm": "random", "num_samples": 3, "repeats": 2})
+    first = build_searcher(spec)
+    first.set_search_properties(None, None, {"beta": tune.choice([1, 2, 4])})
+    config = first.suggest("a")
+    first.save(str(tmp_path / "searcher-state.pkl"))
+    assert (tmp_path / REPEATS_FILE).is_file()
+    second = build_searcher(spec)
+    second.set_search_properties(None, None, {"beta": tune.choice([1, 2, 4])})
+    second.restore(str(tmp_path / "searcher-state.pkl"))
+    again = second.suggest("b")  # the second repeat of the configuration suggested before the save
+    assert again["beta"] == config["beta"] and again["__trial_index__"] == 1

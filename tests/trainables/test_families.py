@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
+from trainables.training import TrainingSpec
 from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
 from trainables.registry import Family, family_names, get_family
 
@@ -242,7 +243,7 @@ def test_own_training_step_updates_parameters_with_finite_terms(family, setup):
     model = build(family, setup).train()
     if not hasattr(model, "training_step"):
         pytest.skip("trained by the loop's default step")
-    optimizers = model.configure_optimizers({"lr": 1e-3, "optimizer": "adam"})
+    optimizers = model.configure_optimizers(TrainingSpec(lr=1e-3, optimizer="adam"))
     before = [p.detach().clone() for p in model.parameters()]
     terms = model.training_step(binary_batch(setup), optimizers)
     assert "loss" in terms and all(math.isfinite(float(v)) for v in terms.values()), terms

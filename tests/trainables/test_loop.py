@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from datasets.base import ArrayGroundTruthData
+from trainables.training import TrainingSpec
 from trainables.loop import CHECKPOINT_FILE, TRIAL_FILE, TrialConfig, load_checkpoint, run_worker, trial_seed
 from trainables.registry import get_family
 
@@ -58,6 +59,10 @@ class Shard:
         for start in range(0, len(self.images), batch_size):
             image = torch.as_tensor(self.images[start : start + batch_size], dtype=dtypes, device=device)
             yield {"image": image}  # (B, 1, 16, 16)
+
+    def iter_batches(self, batch_size, batch_format):
+        for start in range(0, len(self.images), batch_size):
+            yield {"image": self.images[start : start + batch_size]}
 
 
 class RestoredCheckpoint:
@@ -139,7 +144,7 @@ def trial(epochs: int = 3, **changes) -> TrialConfig:
     config = TrialConfig(
         family="conv_vae",
         family_config=dict(FAMILY_CONFIG),
-        training={"epochs": epochs, "batch_size": 16, "lr": 1e-2, "optimizer": "adam"},
+        training=TrainingSpec(epochs=epochs, batch_size=16, lr=1e-2, optimizer="adam"),
         input_shape=INPUT_SHAPE,
         seed=123,
         threads=1,
@@ -199,15 +204,44 @@ def test_train_loss_falls_over_epochs(tmp_path, data):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_last_epoch_reports_mig(tmp_path, data):
-    session = run(tmp_path, data, trial(epochs=2, metrics=["mig"], ground_truth=ground_truth(), num_train=300))
+class StubEvaluation:
+    """The evaluation handed to the loop: records its calls, returns a fixed score."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, device, held_out):
+        self.calls.append((model.training, held_out(5).shape))
+        return {"mig": 0.5}
+
+
+def test_last_epoch_reports_the_handed_evaluation(tmp_path, data):
+    evaluate = StubEvaluation()
+    session = run(tmp_path, data, trial(epochs=2, evaluate=evaluate))
     assert "mig" not in session.reports[0]
-    assert 0.0 <= session.reports[-1]["mig"] <= 1.0
+    assert session.reports[-1]["mig"] == 0.5
+    assert evaluate.calls == [(False, (5, *INPUT_SHAPE))]  # once, in eval mode, with held-out images
 
 
-def test_mig_needs_a_ground_truth(tmp_path, data):
-    session = run(tmp_path, data, trial(epochs=1, metrics=["mig"], ground_truth=None))
-    assert "mig" not in session.reports[-1]
+def test_an_evaluation_that_raises_fails_the_trial(tmp_path, data):
+    def broken(model, device, held_out):
+        raise ValueError("evaluation.metrics: mig needs ground-truth factors")
+
+    with pytest.raises(ValueError, match="ground-truth factors"):
+        run(tmp_path, data, trial(epochs=1, evaluate=broken))
+
+
+def test_provenance_is_stamped_by_the_trial(tmp_path, data):
+    session = run(tmp_path, data, trial(epochs=2))
+    first = json.loads((session.checkpoints[0] / TRIAL_FILE).read_text())["provenance"]
+    last = json.loads((session.checkpoints[-1] / TRIAL_FILE).read_text())["provenance"]
+    assert last["torch_version"] == torch.__version__ and last["numpy_version"] == np.__version__
+    assert last["device"] == "cpu" and last["threads"] == 1
+    assert last["started_at"] == first["started_at"] and last["ended_at"] >= first["ended_at"]
+    assert isinstance(last["git_dirty"], (bool, type(None)))
+    resumed = run(tmp_path, data, trial(epochs=3), restore=session.checkpoints[-1], name="resumed")
+    again = json.loads((resumed.checkpoints[-1] / TRIAL_FILE).read_text())["provenance"]
+    assert again["started_at"] == first["started_at"]  # a resumed trial keeps its start
 
 
 def test_checkpoint_holds_model_optimizer_epoch_and_trial(tmp_path, data):
@@ -231,9 +265,10 @@ def test_checkpoint_holds_model_optimizer_epoch_and_trial(tmp_path, data):
 
 
 def test_checkpoint_with_ground_truth_still_writes_plain_trial_json(tmp_path, data):
-    session = run(tmp_path, data, trial(epochs=1, metrics=["mig"], ground_truth=ground_truth(), num_train=100))
+    config = trial(epochs=1, evaluate=StubEvaluation(), description={"evaluation": {"metrics": ["mig"]}})
+    session = run(tmp_path, data, config)
     described = json.loads((session.checkpoints[0] / TRIAL_FILE).read_text())
-    assert described["metrics"] == ["mig"] and "ground_truth" not in described
+    assert described["evaluation"] == {"metrics": ["mig"]} and "evaluate" not in described
 
 
 def test_load_checkpoint_refuses_pickled_objects(tmp_path):
@@ -278,7 +313,7 @@ def test_same_seed_gives_the_same_reports(tmp_path, data):
 
 
 def test_only_rank_zero_validates_and_checkpoints(tmp_path, data):
-    session = run(tmp_path, data, trial(epochs=2, metrics=["mig"], ground_truth=ground_truth()), world_rank=1)
+    session = run(tmp_path, data, trial(epochs=2, evaluate=StubEvaluation()), world_rank=1)
     assert [r["epoch"] for r in session.reports] == [1, 2]
     assert session.checkpoints == [None, None]
     assert "val" not in session.shards_asked
@@ -316,7 +351,7 @@ def test_nan_in_the_data_raises(tmp_path, data):
 
 def test_diverging_learning_rate_raises(tmp_path, data):
     config = trial(epochs=2)
-    config = replace(config, training={**config.training, "lr": 1e30})
+    config = replace(config, training=config.training.model_copy(update={"lr": 1e30}))
     with pytest.raises(FloatingPointError):
         run(tmp_path, data, config)
 

@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
+from trainables.training import TrainingSpec
 from trainables.families.multitask_vae import (
     MultitaskVAE,
     MultitaskVAEConfig,
@@ -265,7 +266,7 @@ def test_the_loop_reports_task_scores_and_snapshots_predictions(tmp_path):
     session.datasets = {"train": ColumnShard(train), "val": ColumnShard(val)}
     family_config = {**NET, "tasks": TASKS}
     config = TrialConfig(family="multitask_vae", family_config=family_config, input_shape=INPUT_SHAPE, seed=1,
-                         training={"epochs": 2, "batch_size": 8, "lr": 1e-3, "optimizer": "adam"},
+                         training=TrainingSpec(epochs=2, batch_size=8, lr=1e-3, optimizer="adam"),
                          snapshot_samples=4)
     run_worker(config, session)
     expected = get_family("multitask_vae").reported_metrics(MultitaskVAEConfig(**family_config))

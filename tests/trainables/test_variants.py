@@ -9,6 +9,7 @@ import torch
 from pydantic import ValidationError
 from torch.distributions import Normal
 
+from trainables.training import TrainingSpec
 from trainables.families.annealed_vae import annealed_capacity
 from trainables.families.dip_vae import dip_covariance, dip_regularizer
 from trainables.families.factor_vae import permute_dims
@@ -210,7 +211,7 @@ def test_factor_vae_discriminator_learns_to_tell_codes_from_permuted_codes():
 
 def test_factor_vae_training_step_updates_both_networks_with_their_own_optimizers():
     model = build("factor_vae", discriminator_layers=2, discriminator_hidden=16).train()
-    optimizers = model.configure_optimizers({"lr": 1e-3, "optimizer": "adam"})
+    optimizers = model.configure_optimizers(TrainingSpec(lr=1e-3, optimizer="adam"))
     vae_ids = {id(p) for group in optimizers[0].param_groups for p in group["params"]}
     discriminator_ids = {id(p) for p in model.discriminator.parameters()}
     assert not vae_ids & discriminator_ids and vae_ids | discriminator_ids == {id(p) for p in model.parameters()}
@@ -227,7 +228,7 @@ def test_factor_vae_training_step_updates_both_networks_with_their_own_optimizer
 
 def test_factor_vae_refuses_another_optimizer():
     with pytest.raises(ValueError, match="training.optimizer"):
-        build("factor_vae").configure_optimizers({"lr": 1e-3, "optimizer": "sgd"})
+        build("factor_vae").configure_optimizers(TrainingSpec(lr=1e-3, optimizer="sgd"))
 
 
 # Every variant: loss = recon + its penalty, from the reported terms.

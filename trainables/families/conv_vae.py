@@ -8,12 +8,12 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainables.likelihoods import build_likelihood
-from trainables.nets import ConvDecoder, ConvEncoder
+from trainables.nets import ConvDecoder, ConvEncoder, check_image_input
 from trainables.registry import register
 from trainables.vae import VAE
 
@@ -26,7 +26,8 @@ class ConvVAEConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     latent_dim: int = Field(10, gt=0, le=1024)  # 10: disentanglement_lib's dSprites setting
-    filters: tuple[int, ...] = Field((32, 32, 64, 64), min_length=1, max_length=8)  # paper's encoder
+    filters: tuple[Annotated[int, Field(gt=0, le=4096)], ...] = Field((32, 32, 64, 64), min_length=1,
+                                                                    max_length=8)  # paper's encoder
     hidden_dim: int = Field(256, gt=0, le=8192)  # paper's FC width
     beta: float = Field(1.0, ge=0.0, le=1e4)  # 1 is the plain VAE
     # bernoulli: dSprites pixels are binary; gaussian: continuous images (jets), NLL with its
@@ -58,6 +59,11 @@ class ConvVAE(VAE):
     Raises:
         ValueError: If the image size does not fit the number of stride-2 layers.
     """
+
+    @classmethod
+    def check_setup(cls, config: ConvVAEConfig, training, data) -> None:
+        """Refuses images the conv stack cannot take (see :func:`~trainables.nets.check_image_input`)."""
+        check_image_input(data.input_shape, config.filters, "conv_vae")
 
     def __init__(self, config: ConvVAEConfig, input_shape: Sequence[int]):
         super().__init__()

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from trainables.nets import conv_output_size
+from trainables.nets import check_image_input, conv_output_size
 from trainables.registry import register
 
 __all__ = ["DCGANConfig", "DCGAN", "GANOutput", "discriminator_loss", "generator_loss"]
@@ -50,7 +51,7 @@ class DCGANConfig(BaseModel):
 
     latent_dim: int = Field(100, gt=0, le=1024)  # the paper's 100-dimensional uniform/normal z
     # Discriminator widths per stride-2 layer (the generator's, reversed): the reference at 64x64.
-    filters: tuple[int, ...] = Field((64, 128, 256, 512), min_length=1, max_length=8)
+    filters: tuple[Annotated[int, Field(gt=0, le=4096)], ...] = Field((64, 128, 256, 512), min_length=1, max_length=8)
     lr: float = Field(2e-4, gt=0.0, le=1.0)  # the paper: 1e-3 was too high
     beta1: float = Field(0.5, ge=0.0, lt=1.0)  # the paper: 0.9 oscillated and was unstable
     beta2: float = Field(0.999, ge=0.0, lt=1.0)  # Adam's default, as in the paper
@@ -174,6 +175,11 @@ class DCGAN(nn.Module):
         ValueError: If the images are not square or their size does not fit the number of
             stride-2 layers (the message names ``filters``).
     """
+
+    @classmethod
+    def check_setup(cls, config: DCGANConfig, training, data) -> None:
+        """Refuses images the generator and discriminator cannot take."""
+        check_image_input(data.input_shape, config.filters, "dcgan")
 
     def __init__(self, config: DCGANConfig, input_shape: Sequence[int]):
         super().__init__()

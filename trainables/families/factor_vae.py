@@ -73,6 +73,13 @@ class FactorVAE(ConvVAE):
         input_shape: ``(C, H, W)``, as for :class:`ConvVAE`.
     """
 
+    @classmethod
+    def check_setup(cls, config: FactorVAEConfig, training, data) -> None:
+        """The conv VAE's input check, and Adam: FactorVAE trains both networks with it (Kim & Mnih 2018, sec. 5)."""
+        super().check_setup(config, training, data)
+        if training.optimizer != "adam":
+            raise ValueError(f"training.optimizer: factor_vae trains with adam, but got {training.optimizer!r}")
+
     def __init__(self, config: FactorVAEConfig, input_shape: Sequence[int]):
         super().__init__(config, input_shape)
         # nets.MLP's leaky ReLU (slope 0.01) where disentanglement_lib's TF default has 0.2.
@@ -118,17 +125,17 @@ class FactorVAE(ConvVAE):
                 "discriminator_loss": self.discriminator_loss(z)}
 
     def configure_optimizers(self, training: dict) -> list[torch.optim.Optimizer]:
-        """``[VAE Adam (training["lr"]), discriminator Adam (discriminator_lr, discriminator_betas)]``.
+        """``[VAE Adam (training.lr), discriminator Adam (discriminator_lr, discriminator_betas)]``.
 
         Raises:
-            ValueError: If ``training["optimizer"]`` is not ``"adam"`` (FactorVAE trains both with Adam).
+            ValueError: If ``training.optimizer`` is not ``"adam"`` (FactorVAE trains both with Adam).
         """
-        if training["optimizer"] != "adam":
-            raise ValueError(f"training.optimizer: factor_vae trains with adam, but got {training['optimizer']!r}")
+        if training.optimizer != "adam":
+            raise ValueError(f"training.optimizer: factor_vae trains with adam, but got {training.optimizer!r}")
         discriminator = {id(p) for p in self.discriminator.parameters()}
         vae_parameters = [p for p in self.parameters() if id(p) not in discriminator]
         return [
-            torch.optim.Adam(vae_parameters, lr=training["lr"]),
+            torch.optim.Adam(vae_parameters, lr=training.lr),
             torch.optim.Adam(self.discriminator.parameters(), lr=self.config.discriminator_lr,
                              betas=self.config.discriminator_betas),
         ]

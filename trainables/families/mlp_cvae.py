@@ -50,6 +50,19 @@ class MLPCVAE(MLPVAE):
         input_shape: Shape of one observation, ``(D,)`` (or ``(C, H, W)``, flattened).
     """
 
+    @classmethod
+    def check_setup(cls, config: MLPCVAEConfig, training, data) -> None:
+        """Refuses data without a ``label`` column, or with more classes than ``num_classes``."""
+        if "label" not in data.columns:
+            raise ValueError(f"family.num_classes: mlp_cvae conditions on a 'label' column, but the dataset has "
+                             f"{sorted(data.columns)}")
+        classes = data.classes.get("label")
+        if classes is None:
+            raise ValueError("family.num_classes: the dataset's 'label' column does not hold class indices 0, 1, ...")
+        if classes != config.num_classes:
+            raise ValueError(f"family.num_classes: the dataset's labels take {classes} values (0 .. {classes - 1}), "
+                             f"but got num_classes={config.num_classes}")
+
     def __init__(self, config: MLPCVAEConfig, input_shape: Sequence[int]):
         super().__init__(config, input_shape, condition_dim=config.embedding_dim)
         self.num_classes = config.num_classes

@@ -178,6 +178,28 @@ class MultitaskVAE(ConvVAE):
             names += [f"val_{name}_{score}" for score in _KINDS[task.kind].score_names]
         return tuple(names)
 
+    @classmethod
+    def check_setup(cls, config: MultitaskVAEConfig, training, data) -> None:
+        """The conv VAE's input check; each task's column must exist, a classify task's class
+        count must match its column's labels."""
+        super().check_setup(config, training, data)
+        for name, task in config.tasks.items():
+            column = task.column or name
+            if column not in data.columns:
+                raise ValueError(f"family.tasks.{name}.column: the dataset has no column {column!r} "
+                                 f"(columns: {sorted(data.columns)})")
+            if data.columns[column] not in ((), (1,)):
+                raise ValueError(f"family.tasks.{name}.column: {column!r} holds {data.columns[column]} values per row; "
+                                 "a task reads one number per row")
+            if task.kind == "classify":
+                classes = data.classes.get(column)
+                if classes is None:
+                    raise ValueError(f"family.tasks.{name}.classes: column {column!r} does not hold class "
+                                     "indices 0, 1, ...")
+                if classes != task.classes:
+                    raise ValueError(f"family.tasks.{name}.classes: column {column!r} holds {classes} classes "
+                                     f"(0 .. {classes - 1}), but got classes={task.classes}")
+
     def _target(self, name: str, task: TaskConfig, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         column = task.column or name
         if column not in batch:

@@ -1,0 +1,113 @@
+"""What the loop, the spec and the analysis may ask of a model: one written Protocol.
+
+Every family's module has ``forward(batch) -> output`` (named scalar terms through
+``output.terms()``, ``loss`` among them). Everything else is an *ability* a family may have;
+:class:`ModelAbilities` lists them with their contracts, and :func:`supports` is the one place that
+asks whether a model (or a model class) has one. Asking for a name that is not an ability is a
+``KeyError``, so a misspelt ability cannot silently read as "not supported".
+
+The encoder function of the disentanglement metrics (:func:`representation_fn`) belongs here,
+with the model it wraps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+__all__ = ["ModelAbilities", "ABILITIES", "supports", "unwrap", "representation_fn"]
+
+
+class ModelAbilities(Protocol):
+    """The optional abilities of a family's module (and class methods of its class).
+
+    A family implements those that apply to it; the loop, the spec's checks and the report use
+    :func:`supports` to ask.
+    """
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs ``(B, ...)`` float32 -> posterior ``(mu, logvar)``, each ``(B, latent_dim)``.
+
+        Needed by the ground-truth metrics (MIG, SAP, DCI, ...), traversals and latent PCA.
+        """
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``num`` model samples ``(num, ...)`` in data space (sample metrics such as ``sample_mmd``)."""
+
+    def reconstruct(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic outputs ``(B, ...)`` for a batch (the snapshots of the prediction grid)."""
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-sample task predictions ``(B, ...)`` by name, kept with the snapshots."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer]
+                      ) -> dict[str, torch.Tensor]:
+        """The family's own optimisation step on a batch; returns scalar terms, ``loss`` among them."""
+
+    def configure_optimizers(self, training: Any) -> list[torch.optim.Optimizer]:
+        """The family's own optimizers from the typed training spec (:class:`~trainables.training.TrainingSpec`)."""
+
+    def validation_metrics(self, predictions: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Epoch-level validation metrics (reported as ``val_<name>``) from the per-sample
+        ``predictions`` of a whole validation pass (AUC, sequence accuracy...)."""
+
+    @classmethod
+    def config_metrics(cls, config: Any) -> tuple[str, ...]:
+        """Per-epoch metric names that depend on the config (``val_y_auc`` of a multitask VAE)."""
+
+    @classmethod
+    def check_setup(cls, config: Any, training: Any, data: Any) -> None:
+        """Refuses, before Ray starts, a config that cannot train on the data with the training spec.
+
+        Args:
+            config: The family's validated config.
+            training: The trial's :class:`~trainables.training.TrainingSpec`.
+            data: The dataset's :class:`~datasets.registry.DataDescription`.
+
+        Raises:
+            ValueError: One line, ``family.<field>: <expected> (got <value>)``.
+        """
+
+
+ABILITIES: frozenset[str] = frozenset(
+    name for name in vars(ModelAbilities) if not name.startswith("_") and callable(getattr(ModelAbilities, name))
+)
+
+
+def supports(model: Any, ability: str) -> bool:
+    """Whether ``model`` (a module, a DDP wrapper or a model class) has ``ability``.
+
+    Raises:
+        KeyError: If ``ability`` is not one of :data:`ABILITIES`.
+    """
+    if ability not in ABILITIES:
+        raise KeyError(f"unknown model ability {ability!r}; expected one of {sorted(ABILITIES)}")
+    return callable(getattr(unwrap(model), ability, None))
+
+
+def unwrap(model: Any) -> Any:
+    """The module inside a ``DistributedDataParallel`` wrapper, or ``model`` itself."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def representation_fn(model: torch.nn.Module, device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """Observations float32 ``(B, C, H, W)`` -> posterior means float32 ``(B, latent_dim)`` of ``model``.
+
+    Args:
+        model: A module with the ``encode`` ability, already on ``device``.
+        device: Where the observations are sent before encoding; the codes come back as numpy.
+
+    Raises:
+        TypeError: If the model cannot encode.
+    """
+    if not supports(model, "encode"):
+        raise TypeError(f"{type(unwrap(model)).__name__} has no encoder (the ability `encode`)")
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            return unwrap(model).encode(x)[0].float().cpu().numpy()
+
+    return encode
