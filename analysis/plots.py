@@ -26,7 +26,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.tables import DEFAULT_METRICS, _resolve_modes
+from analysis.metrics import resolve_modes
+from analysis.tables import DEFAULT_METRICS
 
 __all__ = [
     "save_figure",
@@ -41,6 +42,8 @@ __all__ = [
     "traversal_figure",
     "reconstructions_figure",
     "latent_pca_figure",
+    "parallel_coordinates_figure",
+    "importance_figure",
 ]
 
 _LOG_SPAN = 8  # a positive colour/x range spanning this factor or more is drawn on a log scale
@@ -332,7 +335,7 @@ def pareto_figure(
     metrics = list(metrics)
     if len(metrics) != 2:
         raise ValueError(f"`metrics` must name 2 objectives, but got {metrics}")
-    modes = _resolve_modes(metrics, modes)
+    modes = resolve_modes(metrics, modes)
     fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
     ax.set_title(f"Pareto front: {metrics[0]} vs {metrics[1]}")
     absent = [m for m in metrics if not _reported(_finished(trials), m)]
@@ -458,6 +461,151 @@ def learning_curves_figure(
         _explain(fig, drawn[-1], colours)
     elif drawn and len(trial_ids) <= 10:
         drawn[0].legend(title="trial", fontsize=7, title_fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------- the study as an instrument
+
+
+def _axis_positions(values: pd.Series) -> tuple[np.ndarray, list[float], list[str], str]:
+    """One parallel-coordinates axis: values -> positions in [0, 1], with ticks.
+
+    Numeric values are placed linearly, or on log10 when they span >= ``_LOG_SPAN`` (all > 0);
+    others (strings, booleans, tuples) at evenly spaced ordinal positions in sorted order. A
+    single distinct value sits at 0.5.
+
+    Returns:
+        ``(positions (N,) float, tick positions, tick labels, scale)`` with scale one of
+        ``"linear"``, ``"log"``, ``"categorical"``.
+    """
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if not numeric:
+        names = values.astype(str)
+        categories = sorted(names.unique())
+        step = 1 / (len(categories) - 1) if len(categories) > 1 else 0.0
+        lookup = {c: (i * step if len(categories) > 1 else 0.5) for i, c in enumerate(categories)}
+        return names.map(lookup).to_numpy(float), list(lookup.values()), categories, "categorical"
+    log = _is_log_range(values)
+    raw = values.astype(float).to_numpy()
+    scaled = np.log10(raw) if log else raw
+    low, high = scaled.min(), scaled.max()
+    span = high - low
+    positions = (scaled - low) / span if span > 0 else np.full(len(scaled), 0.5)
+    distinct = np.unique(raw)
+    if len(distinct) <= 8:
+        ticks = distinct
+    else:
+        ticks = 10 ** np.linspace(low, high, 5) if log else np.linspace(low, high, 5)
+    tick_scaled = np.log10(ticks) if log else ticks
+    tick_positions = (tick_scaled - low) / span if span > 0 else np.full(len(ticks), 0.5)
+    return positions, tick_positions.tolist(), [f"{t:.3g}" for t in ticks], "log" if log else "linear"
+
+
+def parallel_coordinates_figure(
+    trials: pd.DataFrame, params: Sequence[str], metric: str, mode: str
+) -> Figure:
+    """Each finished trial as one line across an axis per parameter and a last one for the metric.
+
+    Every axis is scaled to its own range: numeric parameters linearly, or on a log scale
+    when they span a factor of 8 or more; categorical parameters (strings, booleans) at
+    evenly spaced ordinal positions in sorted order. Lines are coloured by the metric, the
+    best trials brightest and drawn on top, so the paths that lead to good values stand out.
+
+    Args:
+        trials: The trials table; finished trials (status ``TERMINATED``) with a non-NaN
+            metric and non-NaN numeric parameters are drawn.
+        params: Searched parameter columns, one axis each, left to right.
+        metric: The metric column colouring the lines (the last axis).
+        mode: ``"max"`` if higher is better, ``"min"`` if lower is.
+
+    Returns:
+        A Figure with the plot axes (one ``LineCollection`` holding one polyline of
+        ``len(params) + 1`` points per drawn trial) and the metric's colourbar; without a
+        reported metric, one annotated axes.
+
+    Raises:
+        KeyError: If a parameter column is missing.
+        ValueError: If ``params`` is empty or ``mode`` is not min/max.
+
+    References:
+        Inselberg 1985, "The plane with parallel coordinates", The Visual Computer 1(2).
+    """
+    from matplotlib.collections import LineCollection
+
+    params = list(params)
+    if not params or mode not in ("min", "max"):
+        raise ValueError(f"`params` non-empty and `mode` in ('min', 'max') must hold, but got "
+                         f"(params={params}, mode={mode!r})")
+    _require(trials, params, "trials")
+    done = _finished(trials)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * (len(params) + 1) + 1.5), 4.6), constrained_layout=True)
+    ax.set_title(f"parallel coordinates, coloured by {metric} ({_direction(mode)})")
+    if not _reported(done, metric):
+        _note(ax, f"no {metric} reported")
+        return fig
+    numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
+    done = done.dropna(subset=[*numeric, metric])
+    done = done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+    columns = [*params, metric]
+    axes_info = [_axis_positions(done[c]) for c in columns]
+    ys = np.column_stack([info[0] for info in axes_info])  # (N, len(params) + 1) in [0, 1]
+    xs = np.arange(len(columns), dtype=float)
+    values = done[metric].to_numpy(float)
+    low, high = values.min(), values.max()
+    norm = mcolors.Normalize(low, high) if high > low else mcolors.Normalize(low - 0.5, high + 0.5)
+    mappable = ScalarMappable(norm=norm, cmap="viridis" if mode == "max" else "viridis_r")
+    lines = LineCollection([np.column_stack([xs, y]) for y in ys], colors=mappable.to_rgba(values),
+                           linewidths=1.2, alpha=0.8)
+    ax.add_collection(lines)
+    for x, (_, tick_pos, tick_labels, _scale) in zip(xs, axes_info):
+        ax.axvline(x, color="0.3", lw=0.8, zorder=0)
+        for pos, label in zip(tick_pos, tick_labels):
+            ax.text(x + 0.03, pos, label, fontsize=7, va="center", ha="left", color="0.2",
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+    names = [f"{c}\n({info[3]})" if info[3] != "linear" else c for c, info in zip(columns, axes_info)]
+    ax.set_xticks(xs, names)
+    ax.set_xlim(-0.1, xs[-1] + 0.5)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
+    return fig
+
+
+def importance_figure(table: pd.DataFrame) -> Figure:
+    """Horizontal bars of each parameter's importance, one panel per objective.
+
+    Args:
+        table: ``analysis.importance.importance_table`` output (``objective``, ``mode``,
+            ``param``, ``importance`` in [0, 1], ``rank``, ``evaluator``).
+
+    Returns:
+        A Figure with one axes per objective, bars sorted most important on top; with an
+        empty table, one annotated axes giving the reasons in ``table.attrs["skipped"]``.
+
+    Raises:
+        KeyError: If a column of the importance table is missing.
+    """
+    _require(table, ["objective", "mode", "param", "importance", "rank", "evaluator"], "importance")
+    objectives = list(dict.fromkeys(table["objective"]))
+    if not objectives:
+        fig, ax = plt.subplots(figsize=(6, 2.5), constrained_layout=True)
+        skipped = table.attrs.get("skipped", {})
+        _note(ax, "no importance computed" + "".join(f"\n{k}: {v}" for k, v in skipped.items()),
+              "hyperparameter importance")
+        return fig
+    height = 0.45 * table.groupby("objective").size().max() + 1.4
+    fig, axes = _panels(len(objectives), size=(4.6, height))
+    for ax, objective in zip(axes, objectives):
+        rows = table[table["objective"] == objective].sort_values("rank", ascending=False)
+        ax.barh(rows["param"].astype(str), rows["importance"], color="tab:blue")
+        for y, value in enumerate(rows["importance"]):
+            ax.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=8)
+        ax.set_xlim(0, 1.12)
+        ax.set_xlabel(f"importance ({rows['evaluator'].iloc[0]})")
+        ax.set_title(f"{objective} ({_direction(rows['mode'].iloc[0])})")
+        ax.grid(axis="x", alpha=0.3)
     return fig
 
 

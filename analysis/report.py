@@ -34,7 +34,9 @@ from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
 from analysis.results import StudyFileError, best_trial, load_epochs, load_metadata, load_trials  # noqa: E402
 from datasets.registry import DataError  # noqa: E402
-from analysis.tables import best_configurations, disentanglement_table, to_markdown, write_table  # noqa: E402
+from analysis.instrument import instrument_sections  # noqa: E402
+from analysis.tables import (best_configurations, disentanglement_table, markdown_table_html, to_markdown,  # noqa: E402
+                             write_table)
 
 __all__ = ["write_report"]
 
@@ -177,6 +179,10 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
         figures.append(("Learning curves", _save(
             plots.learning_curves_figure(epochs, curves, color_by=param, trials=trials if param else None),
             out / "learning_curves.png")))
+    instrument, instrument_figures = instrument_sections(
+        trials, [p for p in by if p != "trial_id"], objective["metric"], objective["mode"], out)
+    sections += instrument
+    figures += instrument_figures
     failed: list[str] = []
     if model_figures:
         metric, mode = objective["metric"][0], objective["mode"][0]
@@ -225,7 +231,9 @@ def _html(name: str, sections: list[tuple[str, str]], table: pd.DataFrame, best:
         elif kind == "img":
             parts.append(f"<img src='{html.escape(body)}' alt='{html.escape(body)}'>")
         elif kind == "table":
-            parts.append(next(tables).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a"))
+            frame = next(tables, None)  # the two tables given as frames; later ones rendered from their markdown
+            parts.append(markdown_table_html(body) if frame is None
+                         else frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a"))
         else:
             parts.append(f"<p>{html.escape(body)}</p>")
     return "\n".join(parts + ["</body></html>"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.metrics import resolve_modes
+
 __all__ = [
     "DEFAULT_METRICS",
     "disentanglement_table",
@@ -15,6 +17,9 @@ __all__ = [
     "to_markdown",
     "to_latex",
     "write_table",
+    "importance_table",
+    "variance_table",
+    "markdown_table_html",
 ]
 
 DEFAULT_METRICS = ("mig", "val_elbo", "val_recon_loss", "val_kl")
@@ -27,24 +32,6 @@ def _finished_groups(trials: pd.DataFrame, by: Sequence[str]):
         raise KeyError(f"configuration column(s) {missing} not in the trials table")
     done = trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
     return done, done.groupby(list(by), dropna=False, sort=True)
-
-
-def _resolve_modes(metrics: Sequence[str], modes: Sequence[str] | None) -> list[str]:
-    """``modes`` checked against ``metrics``, or each metric's direction from its name.
-
-    Raises:
-        ValueError: If ``modes`` has the wrong length or a value other than min/max.
-        KeyError: If ``modes`` is None and a metric's name has no known direction.
-    """
-    if modes is None:
-        from study.spec import metric_mode
-
-        return [metric_mode(m) for m in metrics]
-    modes = list(modes)
-    if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
-        raise ValueError(f"`modes` must hold one of 'min'/'max' per metric, but got (metrics={list(metrics)}, "
-                         f"modes={modes})")
-    return modes
 
 
 def disentanglement_table(
@@ -100,7 +87,7 @@ def best_configurations(
             known direction.
         ValueError: If ``modes`` does not hold one of min/max per metric.
     """
-    modes = _resolve_modes(metrics, modes)
+    modes = resolve_modes(metrics, modes)
     done, grouped = _finished_groups(trials, by)
     rows = []
     for metric, mode in zip(metrics, modes):
@@ -194,3 +181,64 @@ def write_table(table: pd.DataFrame, directory: Path, stem: str = "disentangleme
     table.replace({np.nan: None}).to_csv(csv, index=False)
     tex.write_text(to_latex(table))
     return [md, csv, tex]
+
+
+def importance_table(
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    objectives: Sequence[str],
+    modes: Sequence[str] | None = None,
+    *,
+    evaluator: str = "ped_anova",
+    seed: int = 0,
+    log_params: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Hyperparameter importance per objective (PED-ANOVA, or fANOVA on request).
+
+    See :func:`analysis.importance.importance_table` for the arguments, the returned columns
+    (``objective``, ``mode``, ``param``, ``importance``, ``rank``, ...) and the references
+    (Watanabe et al. 2023, arXiv:2304.10255; Hutter et al. 2014).
+    """
+    from analysis import importance  # imported here: analysis.importance imports this module
+
+    return importance.importance_table(trials, params, objectives, modes, evaluator=evaluator, seed=seed,
+                                       log_params=log_params)
+
+
+def variance_table(
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    metrics: Sequence[str],
+    *,
+    random_state: np.random.Generator,
+    num_bootstrap: int = 1000,
+) -> pd.DataFrame:
+    """Share of each metric's variance between seeds of one configuration, with a 90% interval.
+
+    See :func:`analysis.variance.variance_table` for the arguments, the returned columns
+    (``metric``, ``seed_share``, ``seed_share_low``, ``seed_share_high``, ``config_share``,
+    ``n_configs``, ``n_repeats``, ...) and the references (Searle et al. 1992; Locatello et
+    al. 2019, arXiv:1811.12359).
+    """
+    from analysis import variance
+
+    return variance.variance_table(trials, params, metrics, random_state=random_state, num_bootstrap=num_bootstrap)
+
+
+def markdown_table_html(markdown: str) -> str:
+    """A pipe table (as :func:`to_markdown` and ``analysis.instrument`` write them) as an HTML ``<table>``.
+
+    The first ``|`` row is the header, a ``|---|`` row is skipped, every later ``|`` row is a
+    body row; cells are HTML-escaped. Text without a ``|`` row (a one-line note such as "No
+    importance computed.") comes back as an escaped ``<p>``.
+    """
+    import html
+
+    rows = [line.strip() for line in markdown.splitlines() if line.strip().startswith("|")]
+    rows = [r for r in rows if set(r) - set("|-: ")]  # drop the |---|---| separator
+    if not rows:
+        return f"<p>{html.escape(markdown.strip())}</p>"
+    cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+    head = "".join(f"<th>{c}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

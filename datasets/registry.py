@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +38,11 @@ class DatasetOptions(BaseModel):
     path: Path | None = None  # None: the dataset's own default (env variable, cache)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # held out for val_* metrics and MIG
     limit: int | None = Field(None, gt=1)  # use only this many rows (after shuffling)
+    # Where a trial's batches come from: device, the arrays placed on the trial's device once and
+    # batched by index (datasets.device); stream, Ray Data (streamed HDF5 always is); auto, device
+    # when the data is in memory, fits device_budget_mb and the trial has one worker.
+    placement: Literal["auto", "device", "stream"] = "auto"
+    device_budget_mb: int = Field(4096, gt=0, le=1_048_576)
 
     # Options a study may search per trial (``search_space: {dataset.<field>: ...}``); the trial
     # applies the sampled value to the rows the loader prepared once (see PreparedData.train_subset).
@@ -141,6 +146,37 @@ class PreparedData:
                 digest.update(name.encode())
                 digest.update(np.ascontiguousarray(split[name]).tobytes())
         return {"path": str(source), "size": None, "sha256": digest.hexdigest(), "scope": "rows"}
+
+    def placement(self, options: DatasetOptions, torch_trainer: bool) -> Literal["device", "stream"]:
+        """Where the trials' batches come from (see :attr:`DatasetOptions.placement`).
+
+        Args:
+            options: The dataset section.
+            torch_trainer: Whether trials train in a Ray Train ``TorchTrainer`` (several workers),
+                which shards Ray datasets.
+
+        Raises:
+            DataError: If ``device`` is asked of streamed data or of a ``TorchTrainer`` trial.
+        """
+        in_memory = self.ray_datasets is None
+        size_mb = sum(np.asarray(a).nbytes for split in (self.train, self.val) for a in split.values()) / 2**20
+        if options.placement == "device":
+            if not in_memory:
+                raise DataError(f"dataset.placement: device needs data in memory, but {options.name} streams "
+                                "from its file; use auto or stream")
+            if torch_trainer:
+                raise DataError("dataset.placement: device serves a trial that trains in-process (one worker); "
+                                "a TorchTrainer trial (resources.num_workers > 1) shards Ray Data: use auto or stream")
+            return "device"
+        if options.placement == "auto" and in_memory and not torch_trainer and size_mb <= options.device_budget_mb:
+            return "device"
+        return "stream"
+
+    def to_device(self) -> dict[str, Any]:
+        """``{"train", "val"}`` as :class:`~datasets.device.DeviceData` (train shuffled every epoch)."""
+        from datasets.device import DeviceData
+
+        return {"train": DeviceData(self.train, shuffle=True), "val": DeviceData(self.val, shuffle=False)}
 
     def to_ray(self, block_rows: int = 2048) -> dict[str, Any]:
         """``{"train": ray.data.Dataset, "val": ray.data.Dataset}``: streamed when the loader gave

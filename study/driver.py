@@ -72,7 +72,8 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
     resources = spec.resources
     datasets = _datasets(spec, config, data)
     if resources.num_workers == 1 and resources.trainer == "auto":
-        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0))
+        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
+                                      cpu_fallback=resources.cpu_fallback))
         return
 
     import ray.train

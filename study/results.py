@@ -32,10 +32,11 @@ from analysis.results import (DATA_FILE, SPEC_FILE, StudyFileError, best_trial, 
                               write_parquet)
 from trainables.loop import REPEAT_KEY, TRIAL_FILE, trial_seed
 
-__all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "FINAL_STATUSES", "build_tables", "write_results",
+__all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "FINAL_STATUSES", "build_tables", "write_results",
            "write_parquet", "best_trial", "study_metadata", "trial_statuses"]
 
 STATUS_DIR = "trial_status"  # trial_status/<trial_id>.json: written by the driver as Tune reports
+CURRENT_FILE = "current.json"  # trial_status/current.json: the ids of the trials Tune holds
 FINAL_STATUSES = ("TERMINATED", "ERROR")
 # Keys Tune adds to every result; not metrics of ours.
 _TUNE_FIELDS = {
@@ -44,7 +45,7 @@ _TUNE_FIELDS = {
     "experiment_tag", "config", "training_iteration", "time_total_s",
 }  # fmt: skip
 _PROVENANCE = ("torch_version", "ray_version", "optuna_version", "numpy_version", "git_sha", "git_dirty",
-               "hostname", "device", "threads", "started_at", "ended_at")
+               "hostname", "device", "threads", "started_at", "ended_at", "gpu_ids")
 
 
 def trial_statuses(study_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -52,6 +53,8 @@ def trial_statuses(study_dir: str | Path) -> dict[str, dict[str, Any]]:
     directory = Path(study_dir) / STATUS_DIR
     statuses = {}
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        if path.name == CURRENT_FILE:
+            continue
         record = read_json(path)
         if isinstance(record, dict) and isinstance(record.get("trial_id"), str):
             statuses[record["trial_id"]] = record
@@ -88,8 +91,18 @@ def _results(trial_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def current_trials(study_dir: str | Path) -> set[str] | None:
+    """The ids of the trials Tune holds (``trial_status/current.json``), or None when not recorded."""
+    path = Path(study_dir) / STATUS_DIR / CURRENT_FILE
+    if not path.is_file():
+        return None
+    ids = read_json(path).get("trial_ids") if isinstance(read_json(path), dict) else None
+    return set(ids) if isinstance(ids, list) else None
+
+
 def _trial_dirs(study_dir: Path) -> dict[str, Path]:
-    """Tune trial directories (holding ``params.json``) by trial id (from their reports or status)."""
+    """Tune trial directories (holding ``params.json``) by trial id (from their reports or status);
+    a directory of a trial Tune replaced (an errored trial restarted) is left out."""
     by_name = {path.parent.name: path.parent for path in study_dir.glob("*/params.json")}
     found: dict[str, Path] = {}
     for record in trial_statuses(study_dir).values():
@@ -101,7 +114,8 @@ def _trial_dirs(study_dir: Path) -> dict[str, Path]:
         reports = _results(path)
         trial_id = reports[-1].get("trial_id") if reports else None
         found[str(trial_id) if trial_id else name] = path
-    return found
+    current = current_trials(study_dir)
+    return found if current is None else {k: v for k, v in found.items() if k in current}
 
 
 def _checkpoint(trial_dir: Path) -> Path | None:
@@ -118,7 +132,10 @@ def _provenance(checkpoint: Path | None) -> dict[str, Any]:
             stamp = read_json(checkpoint / TRIAL_FILE).get("provenance") or {}
         except (StudyFileError, AttributeError):
             stamp = {}
-    return {key: stamp.get(key) for key in _PROVENANCE}
+    row = {key: stamp.get(key) for key in _PROVENANCE}
+    if isinstance(row["gpu_ids"], list):
+        row["gpu_ids"] = ",".join(str(i) for i in row["gpu_ids"])  # "" on the CPU
+    return row
 
 
 def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -177,8 +194,9 @@ def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
             epochs = history[["epoch"] + [c for c in metric_cols if c != "epoch"]].copy()
             epochs.insert(0, "trial_id", trial_id)
             epoch_frames.append(epochs)
+    current = current_trials(study_dir)
     for trial_id, record in statuses.items():  # errored before Tune made its directory
-        if trial_id not in {r["trial_id"] for r in trial_rows}:
+        if trial_id not in {r["trial_id"] for r in trial_rows} and (current is None or trial_id in current):
             trial_rows.append({"trial_id": trial_id, "status": record.get("status"), "error": None})
     trials = pd.DataFrame(trial_rows)
     if trials.empty:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis.cli import shorten
 from analysis.results import DATA_FILE, SPEC_FILE, StudyFileError, read_json
 from datasets.registry import DataError, PreparedData, get_dataset
 from study.spec import SpecError, StudySpec, load_spec, one_line
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on loopback)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--num-gpus", type=int, default=None,
+                        help="GPUs of the local Ray (default: those torch sees; more are logical GPUs, for tests)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing study directory of the same name instead of resuming it")
     parser.add_argument("--restart-errored", action="store_true",
@@ -77,11 +80,11 @@ def check_storage(spec: StudySpec) -> Path:
             a file, or the nearest existing directory cannot be written.
     """
     try:
+        if "\0" in str(spec.storage_path):
+            raise ValueError("a NUL byte in the path")
         study_dir = spec.study_dir
         probe = study_dir
         while not probe.exists():
-            if probe.is_symlink():
-                raise UsageError(f"storage_path: {probe} is a dangling symbolic link")
             probe = probe.parent
         if not probe.is_dir():
             what = "study directory" if probe == study_dir else "directory"
@@ -91,8 +94,8 @@ def check_storage(spec: StudySpec) -> Path:
         raise
     except (OSError, RuntimeError, ValueError) as err:  # EACCES, EROFS, ENAMETOOLONG, ELOOP, NUL byte
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise UsageError(f"storage_path: {spec.storage_path / spec.name} cannot be created or written ({reason})") \
-            from None
+        where = shorten(spec.storage_path / spec.name, 120)
+        raise UsageError(f"storage_path: {where} cannot be created or written ({shorten(reason, 120)})") from None
     return study_dir
 
 
@@ -212,7 +215,7 @@ def load_data(spec: StudySpec) -> PreparedData:
     return prepared
 
 
-def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> None:
+def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool, num_gpus: int | None = None) -> None:
     if not address:
         # Must precede `import ray`: keeps every listener and the node address on 127.0.0.1.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -232,7 +235,7 @@ def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool) -> Non
     else:
         # The dashboard (with its agents) costs CPU all along; only Train's placement-group cleanup
         # needs its State API, so a study whose trials all train in-process runs without it.
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
                  logging_level=logging.ERROR)
     logging.getLogger("ray").setLevel(logging.INFO)  # Tune's messages from here on
     # Datasets carry a copy of the context they were made with, into every trial: no per-epoch
@@ -298,7 +301,6 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
         print(f"{study_dir} holds no Tune experiment state yet: starting the study afresh", flush=True)
         resume = False
     if resume:
-        check_trusted(study_dir)
         print(f"resuming study {spec.name} at {study_dir}", flush=True)
         return tune.Tuner.restore(
             str(study_dir), trainable=trainable, param_space=param_space(spec), resume_unfinished=True,
@@ -311,8 +313,9 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
         from study.spec import metric_mode
 
         scheduler = ASHAScheduler(
-            time_attr="training_iteration", metric=metric, mode=s.mode or metric_mode(metric),
-            max_t=s.max_t or spec.training.epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+            # A step budget makes the reported optimisation step ASHA's time; else the epoch.
+            time_attr="step" if spec.training.steps else "training_iteration", metric=metric,
+            mode=s.mode or metric_mode(metric), max_t=s.max_t or spec.training.steps or spec.training.epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
         )
     concurrent = spec.search.max_concurrent_trials or max_concurrent(spec, cluster)
     return tune.Tuner(
@@ -342,7 +345,9 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
         check_same_data(study_dir, fingerprint)
         check_trusted(study_dir)
     uses_train = spec.resources.num_workers > 1 or spec.resources.trainer == "torch_trainer"
-    _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, dashboard=uses_train or args.dashboard)
+    placement = prepared.placement(spec.dataset_options(), torch_trainer=uses_train)
+    _init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, dashboard=uses_train or args.dashboard,
+              num_gpus=args.num_gpus)
     cluster = check_cluster(spec)
 
     if args.overwrite and study_dir.exists():
@@ -362,7 +367,10 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    data = {**prepared.to_ray(), "input_shape": prepared.input_shape, "ground_truth": prepared.ground_truth,
+    splits = prepared.to_device() if placement == "device" else prepared.to_ray()
+    print(f"data placement: {placement} ({'on each trial device, batched by index' if placement == 'device' else 'Ray Data'})",
+          flush=True)
+    data = {**splits, "input_shape": prepared.input_shape, "ground_truth": prepared.ground_truth,
             "num_train": prepared.describe().num_train, "validation_metrics": prepared.validation_metrics}
     tuner = _tuner(spec, _trainable(spec, data), resume, args, cluster)
     try:
@@ -396,7 +404,7 @@ def _finish(spec: StudySpec, args: argparse.Namespace, seconds: float) -> int:
     expected = num_trials(spec)
     finished = trials[trials["status"].isin(["TERMINATED", "ERROR"])] if len(trials) else trials
     if len(finished) < expected:
-        print(f"interrupted: {len(finished)} of {expected} trials ended; run the same command to resume",
+        print(f"interrupted: run the same command to resume ({len(finished)} of {expected} trials ended)",
               file=sys.stderr)
         return 130
     if not args.no_report:
@@ -415,7 +423,12 @@ def _holes(trials, spec: StudySpec, table: str) -> int:
     errored = int((trials["status"] == "ERROR").sum())
     done = trials[trials["status"] == "TERMINATED"]
     # A trial the scheduler stopped early never reached the end-of-trial evaluation: not a hole.
-    early = (done["epochs_run"] < spec.training.epochs) if spec.scheduler.name == "asha" else done["status"] != done["status"]
+    if spec.scheduler.name != "asha":
+        early = done["status"] != done["status"]  # all False
+    elif spec.training.steps:
+        early = done["step"] < spec.training.steps if "step" in done else done["status"] == done["status"]
+    else:
+        early = done["epochs_run"] < spec.training.epochs
     lacking = [i for i in done.index if not early[i]
                and any(m not in done or pd.isna(done.loc[i, m]) for m in spec.objective.metrics)]
     problems = []

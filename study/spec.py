@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.cli import one_line
+from analysis.cli import one_line, shorten
 from analysis.evaluation import metric_requirement
 from analysis.metrics import METRICS, metric_key_modes, metric_mode
 from datasets.registry import DataDescription, get_dataset
@@ -186,8 +186,10 @@ class SchedulerSpec(BaseModel):
     name: Literal["none", "asha"] = "none"
     metric: str | None = None  # None: the objective metric
     mode: Literal["min", "max"] | None = None  # None: the metric's natural direction
-    max_t: int | None = Field(None, gt=0)  # epochs; None: training.epochs
-    grace_period: int = Field(1, gt=0)  # epochs a trial runs before it can be stopped
+    # In epochs, or in optimisation steps when training.steps sets a step budget (ASHA's time is
+    # then the reported `step`). None: the whole budget.
+    max_t: int | None = Field(None, gt=0)
+    grace_period: int = Field(1, gt=0)  # epochs (steps with training.steps) a trial runs before it can be stopped
     reduction_factor: float = Field(2.0, gt=1.0)  # keep the best 1/reduction_factor at each rung
 
 
@@ -201,6 +203,9 @@ class ResourcesSpec(BaseModel):
     # auto: one worker trains inside the Tune trial (no ~16 s TorchTrainer start-up), more
     # workers get a TorchTrainer; torch_trainer: always a TorchTrainer.
     trainer: Literal["auto", "torch_trainer"] = "auto"
+    # A trial that asked for a GPU on a node whose torch has no CUDA fails, unless this opts in
+    # to training on the CPU (tests of GPU packing with logical GPUs do).
+    cpu_fallback: bool = False
 
 
 class EvaluationSpec(BaseModel):
@@ -379,11 +384,11 @@ class StudySpec(BaseModel):
             for value in param.values_to_check():
                 _validate_section(TrainingSpec, {key: value}, where, only=key)
         else:
-            which = f"every searched family, but {family.name!r} has none" if several else f"family {family.name!r}"
+            which = f"every searched family, but {family.name!r} has none" if several else family.name
             raise ValueError(
-                f"{where}: unknown parameter {key!r}; expected a parameter of {which} "
-                f"({', '.join(sorted(family.config_cls.model_fields))}) or of "
-                f"training ({', '.join(TrainingSpec.model_fields)})"
+                f"{where}: unknown parameter; expected one of {which} "
+                f"({', '.join(sorted(family.config_cls.model_fields))}) or training "
+                f"({', '.join(TrainingSpec.model_fields)})"
             )
         if self.search.algorithm == "grid" and not isinstance(param, (CategoricalParam, FixedParam)):
             raise ValueError(f"{where}: grid search takes categorical choices or a fixed value, not a {param.type} range")
@@ -447,11 +452,10 @@ class StudySpec(BaseModel):
                 f"scheduler.metric: ASHA compares trials every epoch, but {metric!r} is not reported "
                 f"every epoch; expected one of {list(epoch_metrics)}"
             )
-        if self.scheduler.max_t is not None and self.scheduler.max_t > self.training.epochs:
-            raise ValueError(
-                f"scheduler.max_t: must be <= training.epochs={self.training.epochs}, but got {self.scheduler.max_t}"
-            )
-        if self.scheduler.grace_period > (self.scheduler.max_t or self.training.epochs):
+        budget, unit = (self.training.steps, "steps") if self.training.steps else (self.training.epochs, "epochs")
+        if self.scheduler.max_t is not None and self.scheduler.max_t > budget:
+            raise ValueError(f"scheduler.max_t: must be <= training.{unit}={budget}, but got {self.scheduler.max_t}")
+        if self.scheduler.grace_period > (self.scheduler.max_t or budget):
             raise ValueError(
                 f"scheduler.grace_period: must be <= max_t, but got {self.scheduler.grace_period}"
             )
@@ -538,7 +542,7 @@ def _validate_section(model_cls: type[BaseModel], data: dict[str, Any], where: s
         model_cls(**data)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        loc = shorten(".".join(str(p) for p in first["loc"]))
         field = where if only is not None else f"{where}.{loc}" if loc else where
         raise ValueError(f"{field}: {_describe(first, model_cls)}") from None
 
@@ -548,11 +552,11 @@ def _describe(error: dict[str, Any], model_cls: type[BaseModel] | None = None) -
     if error["type"] == "extra_forbidden":
         known = _fields_at(model_cls, error["loc"][:-1]) if model_cls else None
         hint = f"; expected one of: {', '.join(known)}" if known else ""
-        return f"unknown key {error['loc'][-1]!r}{hint}"
+        return f"unknown key {shorten(repr(error['loc'][-1]))}{hint}"
     if error["type"] == "missing":
         return "required"
     msg = error["msg"].removeprefix("Value error, ")
-    return f"{msg} (got {error['input']!r})"
+    return f"{msg} (got {shorten(repr(error['input']))})"
 
 
 def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -570,7 +574,7 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
 def format_error(err: ValidationError) -> str:
     """The first error of a spec validation as one line: ``field: expected (got value)``."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc = shorten(".".join(str(p) for p in first["loc"]))
     if first["type"] == "value_error" and not loc:
         return first["msg"].removeprefix("Value error, ")
     if first["type"] == "value_error":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.results import STATUS_DIR
+from study.results import CURRENT_FILE, STATUS_DIR
 
 __all__ = ["TrialStatusCallback"]
 
@@ -28,18 +28,25 @@ class TrialStatusCallback(Callback):
     def __init__(self, study_dir: Path):
         self.directory = Path(study_dir) / STATUS_DIR
 
-    def _write(self, trial, status: str) -> None:
+    def _write(self, trials, trial, status: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {"trial_id": trial.trial_id, "status": status, "trial_dir": Path(trial.path).name}
-        tmp = self.directory / f".{trial.trial_id}.json.tmp"
-        tmp.write_text(json.dumps(record))
-        tmp.replace(self.directory / f"{trial.trial_id}.json")
+        _atomic_json(self.directory / f"{trial.trial_id}.json", record)
+        # The trials Tune holds now: an errored trial restarted (--restart-errored) is replaced by a
+        # new one with a new id, and its old directory must not count.
+        _atomic_json(self.directory / CURRENT_FILE, {"trial_ids": [t.trial_id for t in trials]})
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._write(trial, "RUNNING")
+        self._write(trials, trial, "RUNNING")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._write(trial, "TERMINATED")
+        self._write(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._write(trial, "ERROR")
+        self._write(trials, trial, "ERROR")
+
+
+def _atomic_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)

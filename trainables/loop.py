@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from trainables.faults import active_fault
+from trainables.precision import Amp
 from trainables.protocol import supports, unwrap
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
@@ -128,6 +129,7 @@ class TrainSession:
         self.node_id = ray.get_runtime_context().get_node_id()
         self.world_rank = context.get_world_rank()
         self.world_size = context.get_world_size()
+        self.gpu_ids = [str(i) for i in ray.get_gpu_ids()]
 
     def report(self, metrics, checkpoint_dir):
         import ray.train
@@ -148,6 +150,8 @@ class TrainSession:
     def device(self):
         import ray.train.torch
 
+        if self.gpu_ids and not torch.cuda.is_available():
+            gpu_device(True, False)  # raises: a GPU was asked for, torch has no CUDA
         return ray.train.torch.get_device()
 
     def prepare(self, model):
@@ -156,19 +160,40 @@ class TrainSession:
         return ray.train.torch.prepare_model(model) if self.world_size > 1 else model.to(self.device())
 
 
+def gpu_device(use_gpu: bool, cpu_fallback: bool) -> torch.device:
+    """The trial's device: ``cuda`` when it asked for a GPU, else ``cpu``.
+
+    Raises:
+        RuntimeError: If the trial asked for a GPU, torch has no CUDA (a CPU wheel on a GPU node),
+            and the study did not opt in to ``resources.cpu_fallback``: it must not train silently
+            on the CPU.
+    """
+    if not use_gpu:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if cpu_fallback:
+        return torch.device("cpu")
+    raise RuntimeError(
+        f"resources.gpus_per_trial: the trial asked for a GPU, but torch {torch.__version__} on this node has no "
+        "CUDA; install a CUDA build of torch there, or set resources.cpu_fallback: true to train on the CPU"
+    )
+
+
 class TuneSession:
     """The single worker of a trial, running inside the Tune trial itself."""
 
     world_rank = 0
     world_size = 1
 
-    def __init__(self, datasets: dict[str, Any], use_gpu: bool):
+    def __init__(self, datasets: dict[str, Any], use_gpu: bool, cpu_fallback: bool = False):
         import ray
 
         _quiet_ray_data()
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.gpu_ids = [str(i) for i in ray.get_gpu_ids()]
         self._datasets = datasets
-        self._device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self._device = gpu_device(use_gpu, cpu_fallback)
 
     def report(self, metrics, checkpoint_dir):
         import ray.tune
@@ -216,12 +241,15 @@ def build_model(config: TrialConfig) -> torch.nn.Module:
 
 
 def run_worker(config: TrialConfig, session: Session) -> None:
-    """Trains one model for ``training.epochs`` epochs, reporting once per epoch.
+    """Trains one model for ``training.epochs`` epochs (or ``training.steps`` steps), reporting
+    once per epoch.
 
     A family may take over the optimisation step (GANs, FactorVAE's discriminator) by giving
     its module ``configure_optimizers(training) -> list[Optimizer]`` and
-    ``training_step(batch, optimizers) -> dict[str, Tensor]`` (scalar terms, ``loss`` among
+    ``training_step(batch, optimizers, amp) -> dict[str, Tensor]`` (scalar terms, ``loss`` among
     them); otherwise one optimizer of ``training.optimizer`` minimises ``model(batch).loss``.
+    Forward passes run under ``training.precision``'s autocast (:class:`~trainables.precision.Amp`).
+    Loss terms accumulate on the device; the host syncs once per epoch.
 
     Raises:
         FloatingPointError: If the training loss becomes NaN or infinite; the trial errors.
@@ -242,32 +270,42 @@ def run_worker(config: TrialConfig, session: Session) -> None:
             started = _started_at(directory)
         model.load_state_dict(state["model"])
     stamp = provenance(device, config.threads, session.node_id, started)
+    stamp["gpu_ids"] = list(getattr(session, "gpu_ids", []))  # the GPUs Ray assigned this trial
     model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
     core = unwrap(model)
     if supports(core, "configure_optimizers"):
         optimizers = list(core.configure_optimizers(training))
     else:
         optimizers = [_optimizer(training.optimizer, model.parameters(), training.lr)]
-    done = 0
+    amp = Amp(training.precision, device)
+    done = step = 0
     if state is not None:
         for optimizer, saved in zip(optimizers, state["optimizers"]):
             optimizer.load_state_dict(saved)  # moves the optimizer state to the parameters' device
         done = int(state["epoch"])
+        step = int(state.get("step", 0))
+        amp.load_state_dict(state.get("scaler", {}))
     fault = active_fault()
     params = {**config.family_config, **training.model_dump()}
     train_shard = session.shard("train")
     val_shard = session.shard("val") if session.world_rank == 0 else None
     snapshot_batch = None
 
-    for epoch in range(done + 1, training.epochs + 1):
+    epoch = done
+    while (step < training.steps) if training.steps is not None else (epoch < training.epochs):
+        epoch += 1
         start = time.perf_counter()
         model.train()
-        train_terms, seen, _ = _run_epoch(model, train_shard, training.batch_size, device, optimizers)
+        budget = None if training.steps is None else training.steps - step
+        train_terms, seen, _, steps_done = _run_epoch(model, train_shard, training.batch_size, device, optimizers,
+                                                      amp=amp, max_steps=budget)
+        step += steps_done
+        last = epoch == training.epochs if training.steps is None else step >= training.steps
         if fault is not None and fault.kind == "nan" and fault.matches(params, epoch):
             train_terms["loss"] = float("nan")  # injected by VAE_STUDY_FAULT (tests only)
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise FloatingPointError(f"training loss became non-finite at epoch {epoch}: {train_terms}")
-        metrics: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in train_terms.items()}}
+        metrics: dict[str, Any] = {"epoch": epoch, "step": step, **{f"train_{k}": v for k, v in train_terms.items()}}
         metrics["train_images_per_s"] = seen * session.world_size / (time.perf_counter() - start)
         metrics["train_rows"] = seen  # rows this worker read this epoch
         if session.node_id is not None:
@@ -279,8 +317,8 @@ def run_worker(config: TrialConfig, session: Session) -> None:
             continue
         core.eval()
         with torch.no_grad():
-            val_terms, _, predictions = _run_epoch(core, val_shard, training.batch_size, device, None,
-                                                   keep_first=config.snapshot_samples)
+            val_terms, _, predictions, _ = _run_epoch(core, val_shard, training.batch_size, device, None,
+                                                      keep_first=config.snapshot_samples, amp=amp)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
         if {"recon_loss", "kl"} <= set(val_terms):
             metrics["val_elbo"] = -(val_terms["recon_loss"] + val_terms["kl"])
@@ -291,24 +329,25 @@ def run_worker(config: TrialConfig, session: Session) -> None:
             metrics.update({f"val_{k}": v for k, v in config.validation_metrics(predictions).items()})
         if snapshot_batch is None and first is not None:
             snapshot_batch = first
-        if snapshot_batch is not None and _snapshot_due(config, epoch) and supports(core, "reconstruct"):
+        if snapshot_batch is not None and _snapshot_due(config, epoch, last) and supports(core, "reconstruct"):
             _take_snapshot(snapshots, core, snapshot_batch, epoch)
-        if epoch == training.epochs and config.evaluate is not None:
+        if last and config.evaluate is not None:
             core.eval()
             metrics.update(config.evaluate(core, device, _held_out(val_shard, training.batch_size)))
         metrics["epoch_seconds"] = time.perf_counter() - start
         stamp["ended_at"] = _now()
         # Ray copies the checkpoint into the trial's storage during report(); the local copy then goes.
         with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
-            _save_checkpoint(checkpoint_dir, core, optimizers, epoch, config, snapshots, stamp)
+            _save_checkpoint(checkpoint_dir, core, optimizers, epoch, config, snapshots, stamp, step=step,
+                             scaler=amp.state_dict())
             session.report(metrics, checkpoint_dir)
         _maybe_kill(fault, params, epoch)
 
 
-def _snapshot_due(config: TrialConfig, epoch: int) -> bool:
+def _snapshot_due(config: TrialConfig, epoch: int, last: bool) -> bool:
     if config.snapshot_samples <= 0:
         return False
-    return config.snapshot_epochs is None or epoch in config.snapshot_epochs or epoch == config.training.epochs
+    return config.snapshot_epochs is None or epoch in config.snapshot_epochs or last
 
 
 def _take_snapshot(snapshots: dict[str, np.ndarray], model, batch: dict[str, torch.Tensor], epoch: int) -> None:
@@ -371,51 +410,72 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return optimizers[name](params, lr=lr)
 
 
-def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: int = 0):
+def _run_epoch(model, shard, batch_size: int, device, optimizers, keep_first: int = 0, amp: Amp | None = None,
+               max_steps: int | None = None):
     """One pass over ``shard``; trains when ``optimizers`` are given.
 
+    Loss terms accumulate on the device (float64, weighted by rows) and come to the host in one
+    transfer at the end of the pass: the pass syncs the host once, not once per batch.
+
     Returns:
-        ``(mean terms, rows seen, predictions)``: on evaluation passes, ``predictions`` holds the
-        model outputs' per-sample ``predictions`` concatenated over the pass, and under
-        ``"__first_batch__"`` the first ``keep_first`` rows of the shard (a dict of tensors).
+        ``(mean terms, rows seen, predictions, optimisation steps)``: on evaluation passes,
+        ``predictions`` holds the model outputs' per-sample ``predictions`` concatenated over the
+        pass (on the CPU), and under ``"__first_batch__"`` the first ``keep_first`` rows of the
+        shard (a dict of tensors).
     """
+    amp = amp or Amp()
     core = unwrap(model)
     step = core.training_step if supports(core, "training_step") else None
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     collected: dict[str, list[torch.Tensor]] = {}
     first = None
-    seen = 0
+    seen = steps = 0
     for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
+        if max_steps is not None and steps >= max_steps:
+            break
         if optimizers is not None and step is not None:
-            terms = step(batch, optimizers)
+            with amp.autocast():
+                terms = step(batch, optimizers, amp)
         else:
-            out = model(batch)
+            with amp.autocast():
+                out = model(batch)
             if optimizers is not None:
                 optimizers[0].zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizers[0].step()
+                amp.backward(out.loss)
+                amp.step(optimizers[0])
             else:  # only evaluation passes score predictions; training ones would copy them for nothing
                 for name, value in getattr(out, "predictions", {}).items():
-                    collected.setdefault(name, []).append(value.detach().cpu())
+                    collected.setdefault(name, []).append(value.detach())
             terms = out.terms()
+        if optimizers is not None:
+            amp.update()
+            steps += 1
         if optimizers is None and keep_first and first is None:
             first = {k: v[:keep_first] for k, v in batch.items()}
         n = len(next(iter(batch.values())))  # rows of this batch (any column)
         for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+            weighted = value.detach().double() * n
+            sums[name] = sums[name] + weighted if name in sums else weighted
         seen += n
     if seen == 0:
         raise RuntimeError("the dataset shard yielded no rows")
-    predictions: dict[str, Any] = {name: torch.cat(parts) for name, parts in collected.items()}
+    names = list(sums)
+    totals = torch.stack([sums[name] for name in names]).cpu().tolist() if names else []  # the one host sync
+    predictions: dict[str, Any] = {name: torch.cat(parts).float().cpu() for name, parts in collected.items()}
     if first is not None:
         predictions["__first_batch__"] = first
-    return {name: total / seen for name, total in sums.items()}, seen, predictions
+    return {name: total / seen for name, total in zip(names, totals)}, seen, predictions, steps
 
 
 def _save_checkpoint(directory: str, model, optimizers, epoch: int, config: TrialConfig,
-                     snapshots: dict[str, np.ndarray], stamp: dict[str, Any] | None = None) -> None:
-    torch.save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch},
-               os.path.join(directory, CHECKPOINT_FILE))
+                     snapshots: dict[str, np.ndarray], stamp: dict[str, Any] | None = None, *, step: int = 0,
+                     scaler: dict[str, Any] | None = None) -> None:
+    state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch}
+    if step:
+        state["step"] = step
+    if scaler:
+        state["scaler"] = scaler  # fp16 loss scale
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
     if snapshots:
         np.savez(os.path.join(directory, SNAPSHOT_FILE), **snapshots)
     Path(directory, TRIAL_FILE).write_text(json.dumps(describe_trial(config, stamp), indent=2))
@@ -433,7 +493,7 @@ def describe_trial(config: TrialConfig, stamp: dict[str, Any] | None = None) -> 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _started_at(directory: str | Path) -> str | None:
@@ -475,5 +535,5 @@ def provenance(device: torch.device, threads: int, node_id: str | None = None,
         "torch_version": torch.__version__, "ray_version": ray.__version__, "optuna_version": optuna.__version__,
         "numpy_version": np.__version__, "git_sha": sha, "git_dirty": None if status is None else bool(status),
         "hostname": platform.node(), "node_id": node_id, "device": name, "threads": int(threads),
-        "started_at": started_at or _now(), "ended_at": None,
+        "started_at": started_at or _now(), "ended_at": None, "gpu_ids": [],
     }

@@ -42,9 +42,12 @@ class ModelAbilities(Protocol):
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-sample task predictions ``(B, ...)`` by name, kept with the snapshots."""
 
-    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer]
-                      ) -> dict[str, torch.Tensor]:
-        """The family's own optimisation step on a batch; returns scalar terms, ``loss`` among them."""
+    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer],
+                      amp: Any = None) -> dict[str, torch.Tensor]:
+        """The family's own optimisation step on a batch; returns scalar terms, ``loss`` among them.
+
+        ``amp`` (:class:`~trainables.precision.Amp`) does its backward passes and optimizer steps,
+        so fp16 loss scaling reaches every optimizer; the loop runs the step under autocast."""
 
     def configure_optimizers(self, training: Any) -> list[torch.optim.Optimizer]:
         """The family's own optimizers from the typed training spec (:class:`~trainables.training.TrainingSpec`)."""

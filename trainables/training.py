@@ -19,6 +19,10 @@ class TrainingSpec(BaseModel):
         optimizer: ``adam``, ``adamw`` or ``sgd`` (families with their own optimisation step may
             accept only some: their ``check_setup`` says which).
         max_failures: Restarts of a failed trial from its last checkpoint.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (see :mod:`trainables.precision`).
+        steps: Optimisation steps to train, or None to train ``epochs`` epochs. With a step budget
+            the trial reports once per epoch (``step`` in each report) and stops mid-epoch at the
+            budget.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -27,3 +31,8 @@ class TrainingSpec(BaseModel):
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     max_failures: int = Field(0, ge=0, le=100)  # restarts of a failed trial from its last checkpoint
+    # fp32: exactly as without mixed precision; bf16: autocast to bfloat16; fp16: autocast + loss scaling.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # A budget in optimisation steps instead of epochs (disentanglement_lib: 300,000); the last
+    # epoch stops at the budget. None: train training.epochs epochs.
+    steps: int | None = Field(None, gt=0, le=100_000_000)

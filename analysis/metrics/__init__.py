@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from collections.abc import Sequence
 from typing import Callable, Literal
 
 from analysis.metrics.beta_vae import compute_beta_vae
@@ -25,6 +26,7 @@ __all__ = [
     "Metric",
     "metric_key_modes",
     "metric_mode",
+    "resolve_modes",
     "compute_beta_vae",
     "compute_dci",
     "compute_factor_vae",
@@ -91,3 +93,19 @@ def metric_mode(metric: str) -> Literal["min", "max"]:
     if metric.endswith(("_elbo", "_accuracy", "_auc")):
         return "max"
     raise KeyError(f"no known direction for metric {metric!r}")
+
+
+def resolve_modes(metrics: Sequence[str], modes: Sequence[str] | None) -> list[str]:
+    """``modes`` checked against ``metrics``, or each metric's direction from its name.
+
+    Raises:
+        ValueError: If ``modes`` has the wrong length or a value other than min/max.
+        KeyError: If ``modes`` is None and a metric's name has no known direction.
+    """
+    if modes is None:
+        return [metric_mode(m) for m in metrics]
+    modes = list(modes)
+    if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"`modes` must hold one of 'min'/'max' per metric, but got (metrics={list(metrics)}, "
+                         f"modes={modes})")
+    return modes

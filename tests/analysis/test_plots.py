@@ -294,3 +294,53 @@ def test_latent_pca_rejects_mismatched_shapes():
         plots.latent_pca_figure(np.zeros((5, 2)), np.zeros((5, 2), dtype=int), ["only_one"])
     with pytest.raises(ValueError, match="shapes"):
         plots.latent_pca_figure(np.zeros((5, 2)), np.zeros((4, 2), dtype=int), ["a", "b"])
+
+
+# ----------------------------------------------------------------------------- the study as an instrument
+
+
+def test_parallel_coordinates_one_line_per_finished_trial(trials):
+    from matplotlib.collections import LineCollection
+
+    fig = plots.parallel_coordinates_figure(trials, ["beta", "encoder"], "mig", "max")
+    ax = fig.axes[0]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    segments = lines.get_segments()
+    assert len(segments) == 17  # 18 trials, one failed
+    assert all(seg.shape == (3, 2) for seg in segments)  # beta, encoder, mig
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["beta\n(log)", "encoder\n(categorical)", "mig"]
+    beta_y = np.array([seg[0, 1] for seg in segments])
+    assert beta_y.min() == 0.0 and beta_y.max() == 1.0
+    assert np.allclose(np.unique(beta_y), np.linspace(0, 1, 6))  # 0.5..16 doubling: evenly spaced on log
+    assert set(np.round([seg[1, 1] for seg in segments], 6)) == {0.0, 1.0}  # conv, mlp
+    assert fig.axes[1].get_ylabel() == "mig (higher is better)"
+    assert segments[-1][2, 1] == 1.0  # the highest mig drawn last, on top
+
+
+def test_parallel_coordinates_min_mode_draws_the_lowest_last(trials):
+    from matplotlib.collections import LineCollection
+
+    fig = plots.parallel_coordinates_figure(trials, ["beta"], "val_recon_loss", "min")
+    (lines,) = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    assert lines.get_segments()[-1][1, 1] == 0.0  # the lowest loss on top
+
+
+def test_parallel_coordinates_unreported_metric_and_bad_input(trials):
+    fig = plots.parallel_coordinates_figure(trials, ["beta"], "dci", "max")
+    assert _notes(fig) == ["no dci reported"]
+    with pytest.raises(KeyError, match="gamma"):
+        plots.parallel_coordinates_figure(trials, ["gamma"], "mig", "max")
+    with pytest.raises(ValueError, match="mode"):
+        plots.parallel_coordinates_figure(trials, ["beta"], "mig", "up")
+
+
+def test_importance_figure_one_panel_per_objective():
+    table = pd.DataFrame({"objective": ["mig", "mig", "val_elbo", "val_elbo"], "mode": ["max"] * 4,
+                          "param": ["beta", "lr", "lr", "beta"], "importance": [0.9, 0.1, 0.7, 0.3],
+                          "rank": [1, 2, 1, 2], "evaluator": ["ped_anova"] * 4})
+    fig = plots.importance_figure(table)
+    assert [ax.get_title() for ax in fig.axes] == ["mig (higher is better)", "val_elbo (higher is better)"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["lr", "beta"]  # most important on top
+    empty = table.iloc[:0].copy()
+    empty.attrs["skipped"] = {"mig": "2 configuration(s)"}
+    assert "mig: 2 configuration(s)" in _notes(plots.importance_figure(empty))[0]

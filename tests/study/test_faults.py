@@ -243,7 +243,7 @@ def test_nan_loss_errors_the_trial_then_restart_errored(tmp_path, study_env):
 
     proc = run_study(cmd, {**study_env, "VAE_STUDY_FAULT": "nan:beta=4:1"})
 
-    assert proc.returncode == 0, fail_text(proc)
+    assert proc.returncode == 1, fail_text(proc)  # a hole: the study ran, a trial errored
     trials = pd.read_parquet(study_dir / "trials.parquet").set_index("beta")
     assert trials.loc[1, "status"] == "TERMINATED"
     for metric in ("mig", "val_elbo", "train_loss"):
@@ -251,7 +251,8 @@ def test_nan_loss_errors_the_trial_then_restart_errored(tmp_path, study_env):
     assert trials.loc[4, "status"] == "ERROR"
     error = trials.loc[4, "error"]
     assert "FloatingPointError" in error and "non-finite" in error, error
-    assert "1 trial(s) errored" in proc.stderr
+    summary = [line for line in proc.stderr.splitlines() if "left holes" in line]
+    assert len(summary) == 1 and "1 trial(s) errored" in summary[0], proc.stderr
     assert (study_dir / "report" / "index.md").is_file()
     healthy = trials.loc[1, "trial_id"]
     healthy_results = raw_results(study_dir)[healthy]
@@ -299,3 +300,38 @@ def test_more_gpus_than_the_cluster_has_one_stderr_line(tmp_path, study_env):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: resources.gpus_per_trial: "), lines[0]
+
+
+def test_ctrl_c_exits_130_and_the_same_command_resumes(tmp_path, study_env):
+    storage = tmp_path / "studies"
+    study_dir = storage / "smoke"
+    cmd = study_cmd(storage, "search_space.beta.choices=[1,2,4]", "training.epochs=2",
+                    "search.max_concurrent_trials=1")
+    log = (tmp_path / "first.out").open("w")
+    errors = tmp_path / "first.err"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=study_env, stdout=log, stderr=err)
+        try:
+            deadline = time.monotonic() + STUDY_TIMEOUT_S
+            while not any(epochs_of(lines) for lines in (result_lines(study_dir) if study_dir.is_dir() else {}).values()):
+                assert proc.poll() is None, (tmp_path / "first.out").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial reported within the time limit"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            code = proc.wait(timeout=STUDY_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            log.close()
+    kill_ray(Path(study_env["RAY_TMPDIR"]))
+    stderr = errors.read_text()
+    assert code == 130, f"exit {code}\n{(tmp_path / 'first.out').read_text()[-3000:]}\n{stderr[-3000:]}"
+    assert "interrupted: run the same command to resume" in stderr, stderr[-3000:]
+    assert "finished" not in (tmp_path / "first.out").read_text().splitlines()[-1]
+
+    resumed = run_study(cmd, study_env)
+
+    assert resumed.returncode == 0, fail_text(resumed)
+    trials = pd.read_parquet(study_dir / "trials.parquet")
+    assert sorted(trials["beta"]) == [1, 2, 4] and set(trials["status"]) == {"TERMINATED"}

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainables.nets import check_image_input, conv_output_size
+from trainables.precision import Amp
 from trainables.registry import register
 
 __all__ = ["DCGANConfig", "DCGAN", "GANOutput", "discriminator_loss", "generator_loss"]
@@ -209,30 +210,33 @@ class DCGAN(nn.Module):
         device = next(self.parameters()).device
         return torch.randn(num, self.latent_dim, generator=generator).to(device)  # (num, latent_dim)
 
-    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer]) -> dict:
+    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer],
+                      amp: Amp | None = None) -> dict:
         """One discriminator step on a real and a generated batch, then one generator step.
 
         Args:
             batch: ``{"image": (B, C, H, W) float in [0, 1]}``.
             optimizers: What :meth:`configure_optimizers` returned.
+            amp: The trial's mixed precision (loss scaling for fp16); None: plain fp32.
 
         Returns:
             Scalars (detached): ``loss`` (= ``g_loss``), ``d_loss`` before its step, ``g_loss``
             against the updated discriminator.
         """
         d_optimizer, g_optimizer = optimizers
+        amp = amp or Amp()
         real = batch["image"]
         fake = self.generator(self._noise(len(real)))  # (B, C, H, W)
         d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
         d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_optimizer.step()
+        amp.backward(d_loss)
+        amp.step(d_optimizer)
         self.discriminator.requires_grad_(False)  # the generator step needs no discriminator gradients
         try:
             g_loss = generator_loss(self.discriminator(fake))
             g_optimizer.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_optimizer.step()
+            amp.backward(g_loss)
+            amp.step(g_optimizer)
         finally:
             self.discriminator.requires_grad_(True)
         return {"loss": g_loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}

@@ -26,6 +26,7 @@ from pydantic import Field
 from trainables.families.conv_vae import ConvVAE, ConvVAEConfig
 from trainables.losses import gaussian_kl
 from trainables.nets import MLP
+from trainables.precision import Amp
 from trainables.registry import register
 
 __all__ = ["FactorVAEConfig", "FactorVAE", "permute_dims"]
@@ -140,24 +141,26 @@ class FactorVAE(ConvVAE):
                              betas=self.config.discriminator_betas),
         ]
 
-    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer]
-                      ) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer],
+                      amp: Amp | None = None) -> dict[str, torch.Tensor]:
         """One step of each network on ``batch``: the VAE on ``loss``, then the discriminator on its loss.
 
         Args:
             batch: ``{"image": (B, C, H, W) float}``.
             optimizers: What :meth:`configure_optimizers` returned.
+            amp: The trial's mixed precision (loss scaling for fp16); None: plain fp32.
 
         Returns:
             Detached scalar terms: ``loss``, ``recon_loss``, ``kl``, ``tc``, ``discriminator_loss``
             (before the step).
         """
         vae_optimizer, discriminator_optimizer = optimizers
+        amp = amp or Amp()
         out = self(batch)
         vae_optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()  # also leaves gradients on the discriminator: cleared below
-        vae_optimizer.step()
+        amp.backward(out.loss)  # also leaves gradients on the discriminator: cleared below
+        amp.step(vae_optimizer)
         discriminator_optimizer.zero_grad(set_to_none=True)
-        out.extra["discriminator_loss"].backward()
-        discriminator_optimizer.step()
+        amp.backward(out.extra["discriminator_loss"])
+        amp.step(discriminator_optimizer)
         return {name: value.detach() for name, value in out.terms().items()}

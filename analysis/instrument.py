@@ -1,0 +1,147 @@
+"""The study as an instrument: report sections on what the search measured and how precisely.
+
+Three questions a reader asks of a finished study before trusting its best configuration:
+
+* which searched parameters mattered for each objective (importance table and bar figure,
+  :mod:`analysis.importance`);
+* which paths through the search space lead to good values (parallel coordinates of the first
+  objective, :func:`analysis.plots.parallel_coordinates_figure`);
+* whether configurations differ by more than the seed does (the seed share of each metric's
+  variance, :mod:`analysis.variance`, with a warning sentence when it exceeds one half).
+
+:func:`instrument_sections` returns them in the report's section format: ``("h2", title)``,
+``("table", markdown)``, ``("text", paragraph)``, and ``(title, path)`` figures.
+
+References:
+    Watanabe et al. 2023, arXiv:2304.10255 (PED-ANOVA); Hutter et al. 2014, ICML (fANOVA);
+    Locatello et al. 2019, arXiv:1811.12359 (seed variance of disentanglement metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots
+from analysis.importance import importance_markdown, importance_table
+from analysis.variance import CONFIDENCE, seed_noise_sentences, variance_markdown, variance_table
+
+__all__ = ["instrument_sections"]
+
+_EVALUATOR_NAMES = {"ped_anova": "PED-ANOVA", "fanova": "fANOVA"}
+_EVALUATOR_TEXT = {
+    "ped_anova": ("PED-ANOVA (Watanabe et al. 2023): how differently each parameter is distributed among the best "
+                  "10% of configurations than among all of them; normalised to sum to 1 per objective."),
+    "fanova": ("fANOVA (Hutter et al. 2014): the share of the variance of a random-forest model of the objective "
+               "that each parameter explains alone; normalised to sum to 1 per objective."),
+}
+
+
+def _failure(part: str, err: Exception) -> tuple[str, str]:
+    first = str(err).splitlines()[0] if str(err) else ""
+    return ("text", f"{part} skipped: {type(err).__name__}: {first[:300]}")
+
+
+def instrument_sections(
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    objectives: Sequence[str],
+    modes: Sequence[str],
+    out_dir: str | Path,
+    *,
+    importance: Literal["ped_anova", "fanova"] = "ped_anova",
+    metrics: Sequence[str] | None = None,
+    seed: int = 0,
+    num_bootstrap: int = 1000,
+) -> tuple[list[tuple[str, str]], list[tuple[str, Path]]]:
+    """Importance, parallel coordinates and seed-variance sections of a study's report.
+
+    Writes into ``out_dir``: ``importance.csv`` and ``importance.png`` (one bar panel per
+    objective), ``parallel_coordinates.png`` (the first objective), ``seed_variance.csv``. A
+    part that fails is replaced by a one-line ``("text", ...)`` naming the error, so that the
+    rest of the report is still written.
+
+    Args:
+        trials: The trials table, one row per trial (finished ones have status ``TERMINATED``).
+        params: The searched parameter columns; ``trial_id``, ``repeat`` and columns absent
+            from ``trials`` are left out.
+        objectives: The study's objective metrics.
+        modes: ``"min"``/``"max"`` per objective.
+        out_dir: The report directory (must exist).
+        importance: ``"ped_anova"`` or ``"fanova"``.
+        metrics: Metrics of the seed-variance table; None: the objectives.
+        seed: Seed of fANOVA's forest and of the bootstrap generator.
+        num_bootstrap: Bootstrap replicates of the seed-share interval (>= 10).
+
+    Returns:
+        ``(sections, figures)``: markdown sections as ``(kind, body)`` with kind ``"h2"``,
+        ``"table"`` or ``"text"``; figures as ``(title, path)``.
+
+    Raises:
+        ValueError: If ``modes`` does not hold one of min/max per objective, or ``importance``
+            is not an evaluator name.
+    """
+    modes = list(modes)
+    if len(modes) != len(objectives) or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"`modes` must hold one of 'min'/'max' per objective, but got "
+                         f"(objectives={list(objectives)}, modes={modes})")
+    if importance not in _EVALUATOR_NAMES:
+        raise ValueError(f"`importance` must be one of {list(_EVALUATOR_NAMES)}, but got {importance!r}")
+    out_dir = Path(out_dir)
+    params = [p for p in params if p in trials and p not in ("trial_id", "repeat")]
+    metrics = list(objectives if metrics is None else metrics)
+    name = _EVALUATOR_NAMES[importance]
+    sections: list[tuple[str, str]] = [("h2", f"Hyperparameter importance ({name})")]
+    figures: list[tuple[str, Path]] = []
+    if not params:
+        sections.append(("text", ("No searched parameter in the trials table: no importance, parallel coordinates "
+                                  "or seed variance.")))
+        return sections, figures
+
+    present = [(o, m) for o, m in zip(objectives, modes) if o in trials]
+    try:
+        table = importance_table(trials, params, [o for o, _ in present], [m for _, m in present],
+                                 evaluator=importance, seed=seed)
+        table.to_csv(out_dir / "importance.csv", index=False)
+        sections += [("text", _EVALUATOR_TEXT[importance] + (" One value per configuration: the mean over its "
+                                                             "repeats. Cells: importance (rank).")),
+                     ("table", importance_markdown(table)),
+                     ("text", "[CSV](importance.csv)")]
+        for objective in objectives:
+            if objective not in trials:
+                sections.append(("text", f"No importance for {objective}: not a column of the trials table."))
+        for objective, reason in table.attrs["skipped"].items():
+            sections.append(("text", f"No importance for {objective}: {reason}."))
+        for objective, notes in table.attrs["notes"].items():
+            sections.append(("text", f"{objective}: " + "; ".join(notes) + "."))
+        figures.append((f"Importance of each searched parameter, per objective ({name})",
+                        plots.save_figure(plots.importance_figure(table), out_dir / "importance.png")))
+    except Exception as err:  # one part's failure must not cost the report
+        sections.append(_failure("Importance", err))
+
+    try:
+        figures.append((f"Parallel coordinates, coloured by {objectives[0]}", plots.save_figure(
+            plots.parallel_coordinates_figure(trials, params, objectives[0], modes[0]),
+            out_dir / "parallel_coordinates.png")))
+    except Exception as err:
+        sections.append(_failure("Parallel coordinates", err))
+
+    sections.append(("h2", "Seed variance: between configurations or between seeds?"))
+    try:
+        variance = variance_table(trials, params, metrics, random_state=np.random.default_rng(seed),
+                                  num_bootstrap=num_bootstrap)
+        variance.to_csv(out_dir / "seed_variance.csv", index=False)
+        sections += [("text", ("Share of each metric's variance between seeds (repeats) of one configuration, "
+                               "against between configurations: one-way random-effects ANOVA estimator "
+                               f"(Searle et al. 1992), {round(100 * CONFIDENCE)}% two-stage bootstrap interval over "
+                               "configurations and their seeds.")),
+                     ("table", variance_markdown(variance)),
+                     ("text", "[CSV](seed_variance.csv)")]
+        sections += [("text", sentence) for sentence in seed_noise_sentences(variance)]
+    except Exception as err:
+        sections.append(_failure("Seed variance", err))
+    return sections, figures

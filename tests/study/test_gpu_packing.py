@@ -1,0 +1,58 @@
+"""Several trials on one GPU: fractional ``gpus_per_trial`` tested with a logical GPU (Ray counts
+it; torch here has no CUDA, so the trials opt in to ``resources.cpu_fallback`` explicitly), and the
+one-line failure of a trial that asked for a GPU where torch has none."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour with logical GPUs")]
+
+TINY = ["dataset.limit=800", "family.filters=[4, 4, 4, 4]", "family.hidden_dim=8", "evaluation.metrics=[]",
+        "objective.metric=val_elbo", "evaluation.snapshot_samples=0"]
+
+
+def run(tmp_path: Path, *sets: str) -> subprocess.CompletedProcess:
+    data = SHARED_DATA / "dsprites_downsampled.npz"
+    if not data.is_file():
+        data = write_dsprites_npz(tmp_path / "dsprites.npz", num=1000)
+    ray_tmp = Path("/tmp") / f"rg{os.getpid()}"
+    ray_tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2", "--num-gpus", "1",
+           "--no-report", "--set", f"storage_path={tmp_path / 'studies'}", "--set", f"dataset.path={data}"]
+    for item in [*TINY, *sets]:
+        cmd += ["--set", item]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_four_trials_share_one_gpu_at_once(tmp_path):
+    proc = run(tmp_path, "search_space.beta.choices=[1, 2, 4, 8]", "resources.gpus_per_trial=0.25",
+               "resources.cpus_per_trial=0.5", "resources.cpu_fallback=true", "training.epochs=3")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "studies" / "smoke" / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert set(trials["gpu_ids"]) == {"0"}  # each trial saw the GPU Ray gave it
+    assert set(trials["device"]) == {"cpu"}  # opted in: no CUDA in this torch
+    started, ended = pd.to_datetime(trials["started_at"]), pd.to_datetime(trials["ended_at"])
+    assert started.max() < ended.min(), trials[["trial_id", "started_at", "ended_at"]]  # all four at once
+
+
+def test_a_gpu_trial_without_cuda_fails_in_one_line(tmp_path):
+    proc = run(tmp_path, "search_space.beta.choices=[1]", "resources.gpus_per_trial=0.5", "training.epochs=1")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "studies" / "smoke" / "trials.parquet")
+    (error,) = trials["error"]
+    assert "has no CUDA" in error and "resources.cpu_fallback" in error, error
+    assert "1 trial(s) errored" in proc.stderr.splitlines()[-1]
