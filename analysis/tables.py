@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.importance import importance_table  # re-exported for Jupyter
 from analysis.metrics import resolve_modes
+from analysis.variance import variance_table  # re-exported for Jupyter
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -181,48 +183,6 @@ def write_table(table: pd.DataFrame, directory: Path, stem: str = "disentangleme
     table.replace({np.nan: None}).to_csv(csv, index=False)
     tex.write_text(to_latex(table))
     return [md, csv, tex]
-
-
-def importance_table(
-    trials: pd.DataFrame,
-    params: Sequence[str],
-    objectives: Sequence[str],
-    modes: Sequence[str] | None = None,
-    *,
-    evaluator: str = "ped_anova",
-    seed: int = 0,
-    log_params: Sequence[str] = (),
-) -> pd.DataFrame:
-    """Hyperparameter importance per objective (PED-ANOVA, or fANOVA on request).
-
-    See :func:`analysis.importance.importance_table` for the arguments, the returned columns
-    (``objective``, ``mode``, ``param``, ``importance``, ``rank``, ...) and the references
-    (Watanabe et al. 2023, arXiv:2304.10255; Hutter et al. 2014).
-    """
-    from analysis import importance  # imported here: analysis.importance imports this module
-
-    return importance.importance_table(trials, params, objectives, modes, evaluator=evaluator, seed=seed,
-                                       log_params=log_params)
-
-
-def variance_table(
-    trials: pd.DataFrame,
-    params: Sequence[str],
-    metrics: Sequence[str],
-    *,
-    random_state: np.random.Generator,
-    num_bootstrap: int = 1000,
-) -> pd.DataFrame:
-    """Share of each metric's variance between seeds of one configuration, with a 90% interval.
-
-    See :func:`analysis.variance.variance_table` for the arguments, the returned columns
-    (``metric``, ``seed_share``, ``seed_share_low``, ``seed_share_high``, ``config_share``,
-    ``n_configs``, ``n_repeats``, ...) and the references (Searle et al. 1992; Locatello et
-    al. 2019, arXiv:1811.12359).
-    """
-    from analysis import variance
-
-    return variance.variance_table(trials, params, metrics, random_state=random_state, num_bootstrap=num_bootstrap)
 
 
 def markdown_table_html(markdown: str) -> str:

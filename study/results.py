@@ -32,14 +32,14 @@ from analysis.results import (DATA_FILE, SPEC_FILE, StudyFileError, best_trial, 
                               write_parquet)
 from trainables.loop import REPEAT_KEY, TRIAL_FILE, trial_seed
 
-__all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "FINAL_STATUSES", "build_tables", "write_results",
+__all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "build_tables", "write_results",
            "write_parquet", "best_trial", "study_metadata", "trial_statuses"]
 
 STATUS_DIR = "trial_status"  # trial_status/<trial_id>.json: written by the driver as Tune reports
 CURRENT_FILE = "current.json"  # trial_status/current.json: the ids of the trials Tune holds
 FINAL_STATUSES = ("TERMINATED", "ERROR")
 # Keys Tune adds to every result; not metrics of ours.
-_TUNE_FIELDS = {
+TUNE_FIELDS = {
     "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_since_restore",
     "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
     "experiment_tag", "config", "training_iteration", "time_total_s",
@@ -171,7 +171,7 @@ def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
         row.update({k: _cell(v) for k, v in config.items()})
         row.update({"repeat": repeat, "seed": trial_seed(seed, repeat)})
         history = pd.DataFrame(reports)
-        metric_cols = [c for c in history.columns if c not in _TUNE_FIELDS]
+        metric_cols = [c for c in history.columns if c not in TUNE_FIELDS]
         last = reports[-1] if reports else {}
         for col in metric_cols:
             if col in last and col != "epoch":

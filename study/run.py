@@ -293,8 +293,8 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from study.space import build_searcher, num_trials, param_space
-    from study.status import TrialStatusCallback
+    from study.space import JOURNAL_FILE, build_searcher, num_trials, param_space
+    from study.status import EpochTensorBoard, TrialStatusCallback
 
     study_dir = spec.study_dir
     if resume and not tune.Tuner.can_restore(str(study_dir)):
@@ -322,7 +322,7 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            search_alg=build_searcher(spec), scheduler=scheduler, num_samples=num_trials(spec),
+            search_alg=build_searcher(spec, study_dir / JOURNAL_FILE), scheduler=scheduler, num_samples=num_trials(spec),
             max_concurrent_trials=concurrent,
         ),
         run_config=tune.RunConfig(
@@ -330,7 +330,7 @@ def _tuner(spec: StudySpec, trainable, resume: bool, args, cluster: dict[str, fl
             storage_path=str(spec.storage_path.resolve()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.training.max_failures),
-            callbacks=[TrialStatusCallback(study_dir)],
+            callbacks=[TrialStatusCallback(study_dir), EpochTensorBoard(use_steps=spec.training.steps is not None)],
         ),
     )
 

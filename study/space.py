@@ -27,7 +27,9 @@ from ray.tune.search.optuna import OptunaSearch
 from study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
 from trainables.loop import REPEAT_KEY
 
-__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE"]
+__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE", "JOURNAL_FILE"]
+
+JOURNAL_FILE = "optuna.journal"  # the study's Optuna storage: optuna-dashboard studies/NAME/optuna.journal
 
 REPEATS_FILE = "repeats-state.json"  # RepeatSearcher's groups of repeats, in the study directory
 
@@ -59,8 +61,15 @@ def num_trials(spec: StudySpec) -> int:
     return num_configurations(spec) * spec.search.repeats
 
 
-def build_searcher(spec: StudySpec):
-    """A seeded ``OptunaSearch`` wrapped in a :class:`RepeatSearcher` (``repeats`` runs per configuration)."""
+def build_searcher(spec: StudySpec, journal: Path | None = None):
+    """A seeded ``OptunaSearch`` wrapped in a :class:`RepeatSearcher` (``repeats`` runs per configuration).
+
+    Args:
+        spec: The study spec.
+        journal: An Optuna journal file to keep the Optuna study in (named after the spec), so that
+            ``optuna-dashboard JOURNAL`` shows it live and ``optuna.load_study`` reads it; None keeps
+            it in memory.
+    """
     seed = spec.seed
     if spec.search.algorithm == "grid":
         grid = {k: p.choices for k, p in spec.search_space.items() if isinstance(p, CategoricalParam)}
@@ -74,7 +83,13 @@ def build_searcher(spec: StudySpec):
     objective = spec.objective
     metric = objective.metrics if objective.multi else objective.metrics[0]
     mode = objective.modes if objective.multi else objective.modes[0]
-    searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler, seed=seed)
+    storage = None
+    if journal is not None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+    searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler, study_name=spec.name, storage=storage)
     return RepeatSearcher(searcher, repeats=spec.search.repeats, metrics=objective.metrics)
 
 

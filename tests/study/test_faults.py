@@ -206,6 +206,20 @@ def test_resume_after_killed_driver(tmp_path, study_env):
     assert not table.duplicated(["trial_id", "epoch"]).any(), table[table.duplicated(["trial_id", "epoch"], keep=False)]
     assert table.groupby("trial_id")["epoch"].apply(sorted).map(lambda e: e == list(range(1, epochs + 1))).all()
     assert set(table["trial_id"]) == set(trials["trial_id"])
+    # The Optuna journal survived the kill: the resumed study continued the same Optuna study, each
+    # configuration told once, with the value the table holds.
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(
+        str(study_dir / "optuna.journal"))))
+    complete = [t for t in journal.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    print("journal:", [(t.number, t.state.name, t.params, t.value) for t in journal.trials])
+    assert sorted(t.params["beta"] for t in complete) == [1, 2, 4, 8]
+    by_beta = trials.set_index("beta")["mig"]
+    for t in complete:
+        assert t.value == pytest.approx(by_beta[t.params["beta"]], rel=1e-9)
     for trial_id in interrupted:
         old, new = epochs_of(before[trial_id]), epochs_of(after[trial_id])
         assert new[: len(old)] == old and new == list(range(1, epochs + 1)), (trial_id, old, new)
