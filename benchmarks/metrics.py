@@ -42,7 +42,7 @@ from analysis.metrics.mig import compute_mig  # noqa: E402
 from analysis.metrics.modularity_explicitness import compute_modularity_explicitness  # noqa: E402
 from analysis.metrics.sap import compute_sap  # noqa: E402
 from datasets.base import ArrayGroundTruthData  # noqa: E402
-from datasets.dsprites import load_dsprites  # noqa: E402
+from datasets.dsprites import GRID_PATH, load_dsprites  # noqa: E402
 
 try:
     from analysis.metrics.factor_vae import compute_factor_vae  # noqa: E402
@@ -53,7 +53,7 @@ try:
 except ImportError:
     compute_beta_vae = None
 
-DATA = Path(os.environ.get("DSPRITES_DOWNSAMPLED", "/work/shared/data/dsprites_downsampled.npz"))
+DATA = Path(os.environ.get("DSPRITES_DOWNSAMPLED", GRID_PATH))  # default: the grid shipped in the package
 LATENT_DIM = 10
 
 

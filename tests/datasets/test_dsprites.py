@@ -1,19 +1,23 @@
-"""dSprites loading, refusal of malformed files, path resolution, download, and the registered loader."""
+"""dSprites loading, refusal of malformed files, the shipped grid, path resolution, download, and the
+registered loader."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from datasets import dsprites
 from datasets.base import ArrayGroundTruthData
-from datasets.dsprites import DSpritesOptions, download, load_dsprites, resolve_path
+from datasets.dsprites import GRID_PATH, DSpritesOptions, download, load_dsprites, resolve_path
 from datasets.registry import DataError, get_dataset, split_rows
-from tests.conftest import SHARED_DATA, write_dsprites_npz
+from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz
 
 SYNTHETIC_SIZES = [3, 6, 10, 16, 16]  # write_dsprites_npz's factor grid
 
@@ -280,7 +284,7 @@ def test_resolve_uses_cached_file_without_downloading(clean_env, monkeypatch, ds
         raise AssertionError("download called although the file is cached")
 
     monkeypatch.setattr(dsprites, "download", no_download)
-    assert resolve_path(None) == cached
+    assert resolve_path(None, "full") == cached
 
 
 def test_download_from_unreachable_url_leaves_nothing(clean_env, tmp_path):
@@ -303,6 +307,122 @@ def test_download_with_matching_digest(clean_env, monkeypatch, tmp_path, dsprite
     assert download(dest, url=dsprites_file.as_uri()) == dest
     assert dest.read_bytes() == dsprites_file.read_bytes()
     assert list(dest.parent.iterdir()) == [dest]
+
+
+# The grid shipped in the package (variant "grid", the default) and the downloaded full file.
+
+GRID_SIZES = [3, 6, 10, 16, 16]
+PUBLISHED_GRID_SHA256 = "8a632f70c0dbd279dd771854981a3de945b2448eddbd9b2af59fb83e8728f871"  # shared/data/SOURCES.txt
+
+
+@pytest.fixture
+def offline(clean_env, monkeypatch):
+    """clean_env, and any download attempt fails the test."""
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("download called")
+
+    monkeypatch.setattr(dsprites, "download", no_download)
+    return clean_env
+
+
+def test_shipped_grid_matches_its_published_sha256():
+    assert GRID_PATH.is_file()
+    assert hashlib.sha256(GRID_PATH.read_bytes()).hexdigest() == PUBLISHED_GRID_SHA256 == dsprites.GRID_SHA256
+    assert (GRID_PATH.parent / "dsprites_LICENSE.txt").read_text().lstrip().startswith("Apache License")
+
+
+def test_default_is_the_shipped_balanced_grid(offline):
+    assert resolve_path(None) == GRID_PATH
+    prepared = load_registered(None, 0, val_fraction=0.15)
+    assert prepared.source == GRID_PATH
+    assert prepared.info["num_train"] + prepared.info["num_val"] == 46080
+    assert prepared.info["factors_num_values"] == GRID_SIZES
+    assert prepared.info["file_chosen_by"] == "dataset.variant=grid"
+    assert set(prepared.train) == {"image", "shape", "scale", "orientation", "pos_x", "pos_y"}  # latents_values read
+    data = load_dsprites(GRID_PATH)
+    assert data.images.shape == (46080, 1, 64, 64) and data.images.max() == 1
+    # Every combination of the 3x6x10x16x16 factors exactly once: a balanced grid.
+    codes = np.ravel_multi_index(data.factors.T, GRID_SIZES)
+    np.testing.assert_array_equal(np.sort(codes), np.arange(46080))
+    # And each image is the canonical file's image of those factors (orientation every 4th, positions every 2nd).
+    with np.load(GRID_PATH, allow_pickle=False) as npz:
+        indices = npz["original_dataset_indices"]
+    np.testing.assert_array_equal((data.factors * [1, 1, 4, 2, 2]) @ [245760, 40960, 1024, 32, 1], indices)
+
+
+def test_main_job_config_reads_the_shipped_grid(offline):
+    section = yaml.safe_load((REPO / "configs" / "beta_sweep.yaml").read_text())["dataset"]
+    prepared = get_dataset("dsprites").load(DSpritesOptions(**section), 0)
+    assert prepared.source == GRID_PATH
+    assert (prepared.info["num_train"], prepared.info["num_val"]) == (28050, 4950)  # as the config's comment says
+
+
+def test_tampered_grid_is_refused_in_one_line(offline, monkeypatch, tmp_path):
+    tampered = tmp_path / "dsprites_downsampled.npz"
+    data = bytearray(GRID_PATH.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(dsprites, "GRID_PATH", tampered)
+    with pytest.raises(DataError, match="sha256") as info:
+        load_registered(None, 0)
+    message = str(info.value)
+    assert str(tampered) in message and dsprites.GRID_SHA256 in message
+    assert "\n" not in message
+
+
+def test_missing_grid_is_refused(offline, monkeypatch, tmp_path):
+    monkeypatch.setattr(dsprites, "GRID_PATH", tmp_path / "absent.npz")
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "absent.npz"))):
+        resolve_path(None)
+
+
+def test_path_and_env_win_over_the_variant(offline, monkeypatch, dsprites_file, tmp_path):
+    assert resolve_path(dsprites_file, "grid") == dsprites_file
+    other = write_dsprites_npz(tmp_path / "other.npz", num=20)
+    monkeypatch.setenv("DSPRITES_PATH", str(other))
+    assert resolve_path(None, "grid") == other
+    assert resolve_path(dsprites_file, "grid") == dsprites_file
+    prepared = load_registered(None, 0)
+    assert prepared.source == other and prepared.info["file_chosen_by"] == "DSPRITES_PATH"
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValidationError, match="variant"):
+        DSpritesOptions(name="dsprites", variant="tiny")
+
+
+def test_full_variant_downloads_into_the_cache(clean_env, monkeypatch):
+    calls = []
+
+    def fake_download(dest: Path) -> Path:
+        calls.append(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(GRID_PATH, dest)  # stands in for the 737,280-image file
+        return dest
+
+    monkeypatch.setattr(dsprites, "download", fake_download)
+    # The stand-in is accepted as "full" once the full layout is the grid's.
+    monkeypatch.setattr(dsprites, "FULL_FACTOR_SIZES", GRID_SIZES)
+    monkeypatch.setattr(dsprites, "FULL_NUM_IMAGES", 46080)
+    prepared = load_registered(None, 0, variant="full", limit=1000)
+    cached = clean_env / "dsprites" / dsprites.FILENAME
+    assert calls == [cached] and prepared.source == cached
+    assert prepared.info["file_chosen_by"] == "dataset.variant=full"
+    load_registered(None, 0, variant="full", limit=1000)
+    assert calls == [cached]  # downloaded once
+
+
+@pytest.mark.parametrize("where", ["dataset.path", "DSPRITES_PATH"])
+def test_full_variant_refuses_a_given_file_of_another_layout(offline, monkeypatch, where):
+    # The shipped grid is a dSprites file, but not the full 737,280-image one.
+    if where == "DSPRITES_PATH":
+        monkeypatch.setenv("DSPRITES_PATH", str(GRID_PATH))
+    with pytest.raises(DataError) as info:
+        load_registered(GRID_PATH if where == "dataset.path" else None, 0, variant="full")
+    message = str(info.value)
+    assert message.startswith(f"{where}: {GRID_PATH}:")
+    assert "737280" in message and "46080" in message and "\n" not in message
 
 
 # The registered loader.
