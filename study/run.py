@@ -447,6 +447,11 @@ def _holes(trials, spec: StudySpec, table: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # Before anything imports ray (validating the spec imports the dataset modules, and the
+        # HDF5 datasource subclasses Ray Data's): Ray reads this once, at import, and then keeps
+        # every listener and the node address on 127.0.0.1.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         spec = load_spec(args.config, args.overrides)
         return run_study(spec, args)

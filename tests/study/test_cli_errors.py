@@ -150,3 +150,20 @@ def test_non_utf8_config(tmp_path, storage):
 
     assert_usage_error(result, str(config))
     assert_nothing_written(storage)
+
+
+def test_a_local_run_keeps_ray_on_loopback_even_when_validation_imports_ray(tmp_path, dsprites_file):
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported; validating the spec
+    imports it (the HDF5 datasource subclasses Ray Data's), so study.run must set it first."""
+    code = (
+        "import sys, study.run as r\n"
+        "def started(*a, **k):\n"
+        "    import ray._private.ray_constants as c\n"
+        "    print('clusters enabled:', c.ENABLE_RAY_CLUSTER); raise SystemExit(0)\n"
+        "r._init_ray = started\n"
+        f"sys.exit(r.main(['{SMOKE}', '--set', 'storage_path={tmp_path / 's'}', '--set', 'dataset.path={dsprites_file}']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    assert "clusters enabled: False" in result.stdout, result.stdout + result.stderr
