@@ -180,7 +180,8 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
             plots.learning_curves_figure(epochs, curves, color_by=param, trials=trials if param else None),
             out / "learning_curves.png")))
     instrument, instrument_figures = instrument_sections(
-        trials, [p for p in by if p != "trial_id"], objective["metric"], objective["mode"], out)
+        trials, [p for p in by if p != "trial_id"], objective["metric"], objective["mode"], out,
+        metrics=list(dict.fromkeys([*objective["metric"], *metrics])))  # seed variance of every table metric
     sections += instrument
     figures += instrument_figures
     failed: list[str] = []
