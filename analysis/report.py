@@ -50,6 +50,7 @@ EXTRA_FIGURES: list[str] = [
     "analysis.prediction_grid:prediction_grid",  # snapshots.npz of the best checkpoint: recon + task predictions
     "analysis.interpolation:study_interpolation_figure",  # lerp/slerp between two codes of the best trial
     "analysis.toy_figures:toy_figures",  # toy 2-D studies: reconstructions, prior and per-class samples
+    "analysis.arithmetic_figures:arithmetic_figures",  # seq2seq: accuracy vs train fraction per depth, examples
 ]
 
 

@@ -12,6 +12,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from trainables.training import TrainingSpec
 from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
+from tests.trainables.test_seq2seq import arithmetic_batch
 from trainables.registry import Family, family_names, get_family
 
 def labelled_sprites(setup: dict, batch: int, seed: int) -> dict[str, torch.Tensor]:
@@ -38,6 +39,13 @@ def toy_points(setup: dict, batch: int, seed: int) -> dict[str, torch.Tensor]:
 # recon_loss is not ~log 2 per pixel; "vae": False for families without an encoder (GANs).
 # A new family fails test_every_family_has_a_setup until it gets a row here.
 SETUPS: dict[str, dict] = {
+    "seq2seq": {  # recurrent encoder-decoder on arithmetic queries: token batches, no latent code
+        "input_shape": (5,),
+        "config": {"cell": "gru", "hidden_dim": 32, "embedding_dim": 8},
+        "invalid": {"hidden_dim": 0, "embedding_dim": 0, "encoder_layers": 5},
+        "batch": arithmetic_batch,
+        "vae": False,
+    },
     "conv_vae": {
         "input_shape": (1, 16, 16),  # 16 divisible by 2 ** len(filters)
         "config": {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3},
