@@ -163,10 +163,10 @@ def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
         reports = _results(trial_dir)
         error = _error_line(trial_dir)
         status = statuses.get(trial_id, {}).get("status")
-        if error is not None:
-            status = "ERROR"
-        elif status not in FINAL_STATUSES:
-            status = "INCOMPLETE"  # started, never finished: the study was interrupted
+        if status not in FINAL_STATUSES:
+            # Not ended in Tune's eyes: errored (and the driver died before recording it), or
+            # interrupted. A trial restarted after a failure keeps its error.txt but ends TERMINATED.
+            status = "ERROR" if error is not None else "INCOMPLETE"
         row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error}
         row.update({k: _cell(v) for k, v in config.items()})
         row.update({"repeat": repeat, "seed": trial_seed(seed, repeat)})
