@@ -553,7 +553,5 @@ def prepare(options: ArithmeticOptions, seed: int) -> PreparedData:
     val["query"], val["answer"] = val["query"].astype(np.float32), val["answer"].astype(np.float32)
     info["columns"] = {name: list(column.shape[1:]) for name, column in val.items()}
     input_column = "query_images" if options.input == "image" else "query"
-    prepared = PreparedData(train=train, val=val, input_shape=tuple(val[input_column].shape[1:]), ground_truth=None,
-                            source=source, info=info)
-    prepared.validation_metrics = readback  # PreparedData's per-epoch hook: val_readback_* (None: no hook)
-    return prepared
+    return PreparedData(train=train, val=val, input_shape=tuple(val[input_column].shape[1:]), ground_truth=None,
+                        source=source, info=info, validation_metrics=readback)

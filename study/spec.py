@@ -617,7 +617,11 @@ def safe_yaml(text: str) -> Any:
     Raises:
         yaml.YAMLError: On malformed YAML, an alias or a duplicate key (with its line).
     """
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = _StrictLoader(text)  # a SafeLoader: plain YAML types only, never a Python object
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
