@@ -480,6 +480,51 @@ def _numpy(value: Any) -> np.ndarray:
     return value.detach().cpu().float().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
+def _add_glyphs(options: ArithmeticOptions, seed: int, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
+                info: dict[str, Any]) -> tuple[Path, ReadbackAccuracy | None]:
+    """Adds the glyph columns the options ask for to ``train`` and ``val`` (in place), and the readback.
+
+    MNIST's digits are split into a train and a val pool (seeded, ``val_fraction``); each split's
+    glyphs are drawn from its own pool with its own seeded stream.
+
+    Args:
+        options: The ``dataset`` section (``input``/``output`` image, ``path``, ``val_fraction``).
+        seed: The study seed.
+        train: Train columns with ``query``, ``answer`` int64 token ids, every stored train row.
+        val: Val columns, the same.
+        info: ``data.json`` facts; pool sizes and the readback's held-out accuracies are added.
+
+    Returns:
+        ``(MNIST folder, the readback hook or None when the output is text)``.
+
+    Raises:
+        DataError: If MNIST is missing or invalid, or a pool lacks a digit.
+    """
+    folder = resolve_path(options.path)
+    images, labels = load_mnist(folder)
+    pool_seed = np.random.SeedSequence([seed, _POOL_STREAM]).generate_state(1)[0].item()
+    pool_train, pool_val = split_rows(len(images), options.val_fraction, pool_seed)
+    pools = {"train": (images[pool_train], labels[pool_train]), "val": (images[pool_val], labels[pool_val])}
+    for name, (_, pool_labels) in pools.items():
+        if len(np.unique(pool_labels)) < 10:
+            raise DataError(f"dataset.val_fraction={options.val_fraction}: the {name} pool of "
+                            f"{len(pool_labels)} MNIST digits lacks a digit; hold out a larger fraction")
+    info.update({"digit_pool_train": len(pool_train), "digit_pool_val": len(pool_val),
+                 "pixel_storage": "uint8 0-255 (divide by 255 for [0, 1])"})
+    for name, columns, stream in (("train", train, _TRAIN_GLYPHS), ("val", val, _VAL_GLYPHS)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+        if options.input == "image":
+            columns["query_images"] = compose_images(columns["query"], *pools[name], rng)
+        if options.output == "image":
+            columns["answer_images"] = compose_images(columns["answer"], *pools[name], rng)
+    if options.output != "image":
+        return folder, None
+    weights, cache_file = readback_weights(*pools["train"], seed)
+    info.update(readback_scores(weights, *pools["val"], seed))
+    info["readback_cache"] = str(cache_file)
+    return folder, ReadbackAccuracy(weights)
+
+
 # The loader
 
 
@@ -525,29 +570,7 @@ def prepare(options: ArithmeticOptions, seed: int) -> PreparedData:
     source = Path(f"generated: a+b and a-b for a, b in [0, {options.max_operand}]")
     readback = None
     if "image" in (options.input, options.output):
-        folder = resolve_path(options.path)
-        source = folder
-        images, labels = load_mnist(folder)
-        pool_train, pool_val = split_rows(len(images), options.val_fraction, np.random.SeedSequence(
-            [seed, _POOL_STREAM]).generate_state(1)[0].item())
-        pools = {"train": (images[pool_train], labels[pool_train]), "val": (images[pool_val], labels[pool_val])}
-        for name, (_, pool_labels) in pools.items():
-            if len(np.unique(pool_labels)) < 10:
-                raise DataError(f"dataset.val_fraction={options.val_fraction}: the {name} pool of "
-                                f"{len(pool_labels)} MNIST digits lacks a digit; hold out a larger fraction")
-        info.update({"digit_pool_train": len(pool_train), "digit_pool_val": len(pool_val),
-                     "pixel_storage": "uint8 0-255 (divide by 255 for [0, 1])"})
-        for name, columns, stream in (("train", train, _TRAIN_GLYPHS), ("val", val, _VAL_GLYPHS)):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
-            if options.input == "image":
-                columns["query_images"] = compose_images(columns["query"], *pools[name], rng)
-            if options.output == "image":
-                columns["answer_images"] = compose_images(columns["answer"], *pools[name], rng)
-        if options.output == "image":
-            weights, cache_file = readback_weights(*pools["train"], seed)
-            readback = ReadbackAccuracy(weights)
-            info.update(readback_scores(weights, *pools["val"], seed))
-            info["readback_cache"] = str(cache_file)
+        source, readback = _add_glyphs(options, seed, train, val, info)
     train = {name: column[:num_train] for name, column in train.items()}
     train["query"], train["answer"] = train["query"].astype(np.float32), train["answer"].astype(np.float32)
     val["query"], val["answer"] = val["query"].astype(np.float32), val["answer"].astype(np.float32)

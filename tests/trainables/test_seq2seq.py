@@ -150,6 +150,18 @@ def data_description(**columns) -> SimpleNamespace:
     return SimpleNamespace(input_shape=next(iter(columns.values())), columns=columns, classes={}, has_factors=False)
 
 
+def test_check_setup_reads_the_arithmetic_datasets_description():
+    from datasets.registry import get_dataset
+
+    entry = get_dataset("arithmetic")
+    data = entry.load(entry.options_cls(name="arithmetic", max_operand=9), 0).describe()
+    assert data.columns == {"query": (QUERY_LENGTH,), "answer": (ANSWER_LENGTH,)}
+    Seq2Seq.check_setup(Seq2SeqConfig(), None, data)
+    with pytest.raises(ValueError, match=r"family.input: 'image' needs the dataset column 'query_images'.*"
+                                         r"dataset.input: image provides \(got columns \['answer', 'query'\]\)"):
+        Seq2Seq.check_setup(Seq2SeqConfig(input="image"), None, data)
+
+
 def test_check_setup_refuses_a_kind_the_dataset_does_not_provide():
     text = data_description(query=(5,), answer=(3,))
     images = data_description(query=(5,), answer=(3,), query_images=(5, 28, 28), answer_images=(3, 28, 28))

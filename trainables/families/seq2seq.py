@@ -386,11 +386,11 @@ class Seq2Seq(nn.Module):
                                           else len(shape) == 3 and shape[1:] == GLYPH_SHAPE[1:])
             if not good:
                 got = f"its shape {shape}" if shape is not None else f"columns {sorted(columns)}"
-                raise ValueError(f"family.{side}: {kind!r} needs the dataset column {column!r} of {expected} "
-                                 f"(dataset.{side}: {kind}), but got {got}")
+                raise ValueError(f"family.{side}: {kind!r} needs the dataset column {column!r} of {expected}, "
+                                 f"which dataset.{side}: {kind} provides (got {got})")
         if columns.get("answer_images", (columns[TARGET_COLUMN][0],))[0] != columns[TARGET_COLUMN][0]:
-            raise ValueError(f"family.output: answer and answer_images must have as many characters, but got "
-                             f"{columns[TARGET_COLUMN]} and {columns['answer_images']}")
+            raise ValueError(f"family.output: answer and answer_images need as many characters (got "
+                             f"{columns[TARGET_COLUMN]} and {columns['answer_images']})")
 
     def configure_optimizers(self, training: Any) -> list[torch.optim.Optimizer]:
         """``[training.optimizer from training.lr]`` with the config's gradient clipping and lr decay.
