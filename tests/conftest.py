@@ -40,6 +40,28 @@ def write_dsprites_npz(path: Path, *, num: int = 600, six_columns: bool = False,
     return path
 
 
+def dsprites_data(tmp: Path, num: int = 3000) -> Path:
+    """The shared dSprites grid beside the checkout when present, else a ``num``-image file under ``tmp``."""
+    data = SHARED_DATA / "dsprites_downsampled.npz"
+    return data if data.is_file() else write_dsprites_npz(tmp / "dsprites.npz", num=num)
+
+
+def subprocess_env(tag: str, **extra: str) -> dict[str, str]:
+    """Environment for a ``python -m study.run`` subprocess: Ray on loopback, not attached elsewhere.
+
+    Args:
+        tag: Names the short RAY_TMPDIR ``/tmp/<tag><pid>`` (created), which keeps Ray's socket
+            paths under their length limit.
+        **extra: Further variables, e.g. ``DSPRITES_PATH``.
+    """
+    ray_tmp = Path("/tmp") / f"{tag}{os.getpid()}"
+    ray_tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 @pytest.fixture
 def dsprites_file(tmp_path: Path) -> Path:
     """A 600-image dSprites-layout file (5 factor columns)."""
@@ -91,14 +113,7 @@ def smoke_study(tmp_path_factory):
         ``(study_dir, completed_process, {"cmd": argv, "env": environment})``.
     """
     tmp = tmp_path_factory.mktemp("smoke")
-    data = SHARED_DATA / "dsprites_downsampled.npz"
-    if not data.is_file():
-        data = write_dsprites_npz(tmp / "dsprites.npz", num=3000)
-    ray_tmp = Path("/tmp") / f"rts{os.getpid()}"
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "DSPRITES_PATH": str(data), "RAY_TMPDIR": str(ray_tmp),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
+    env = subprocess_env("rts", DSPRITES_PATH=str(dsprites_data(tmp)))
     cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2",
            "--set", f"storage_path={tmp / 'studies'}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

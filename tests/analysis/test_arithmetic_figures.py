@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,12 +27,6 @@ from trainables.loop import SNAPSHOT_FILE, TRIAL_FILE
 
 K = 4
 QUERIES, ANSWERS = ["12+34", "5-7", "99+99", "0-0"], ["46", "-2", "198", "0"]
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def synthetic_trials(checkpoint: Path | None = None) -> pd.DataFrame:

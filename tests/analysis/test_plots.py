@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,12 +12,6 @@ from analysis import plots
 from analysis.plots import pareto_mask, spearman_matrix
 
 BETAS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture

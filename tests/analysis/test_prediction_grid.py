@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -32,12 +31,6 @@ def jet_snapshots(epochs=(1, 2, 5)) -> dict[str, np.ndarray]:
 
 
 TASKS = {"y": {"kind": "classify", "classes": 2, "column": None}, "m0": {"kind": "regress", "column": "m0"}}
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_jets_grid_has_a_block_per_channel_with_shared_limits_and_task_titles():

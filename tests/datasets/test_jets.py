@@ -4,7 +4,6 @@ answers, the synthetic generator, streamed datasets, and a two-worker study end 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 from datasets.jets import (JetPreprocessor, JetsOptions, area_matrix, load_jets, main, resolve_path, split_blocks,
                            synthetic_jets, write_synthetic)
 from datasets.registry import DataError, get_dataset
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, subprocess_env
 
 REAL_FILE = SHARED_DATA / "qg_jets_pythia.h5"
 
@@ -341,11 +340,7 @@ training: {{epochs: 1, batch_size: 32}}
 resources: {{cpus_per_trial: 2, num_workers: 2}}
 evaluation: {{metrics: []}}
 """)
-    ray_tmp = Path("/tmp") / f"rj{os.getpid()}"
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
+    env = subprocess_env("rj")
     cmd = [sys.executable, "-m", "study.run", str(config), "--num-cpus", "2", "--no-report",
            "--set", f"storage_path={tmp_path / 'studies'}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

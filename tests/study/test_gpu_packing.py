@@ -4,7 +4,6 @@ one-line failure of a trial that asked for a GPU where torch has none."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz
+from tests.conftest import REPO, dsprites_data, subprocess_env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour with logical GPUs")]
@@ -23,13 +22,8 @@ TINY = ["dataset.limit=800", "family.filters=[4, 4, 4, 4]", "family.hidden_dim=8
 
 
 def run(tmp_path: Path, *sets: str) -> subprocess.CompletedProcess:
-    data = SHARED_DATA / "dsprites_downsampled.npz"
-    if not data.is_file():
-        data = write_dsprites_npz(tmp_path / "dsprites.npz", num=1000)
-    ray_tmp = Path("/tmp") / f"rg{os.getpid()}"
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
+    data = dsprites_data(tmp_path, num=1000)
+    env = subprocess_env("rg")
     cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2", "--num-gpus", "1",
            "--no-report", "--set", f"storage_path={tmp_path / 'studies'}", "--set", f"dataset.path={data}"]
     for item in [*TINY, *sets]:

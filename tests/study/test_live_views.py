@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz
+from tests.conftest import REPO, dsprites_data, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +23,8 @@ pytestmark = pytest.mark.slow
 def repeated_study(tmp_path_factory) -> Path:
     """The smoke study with two seeds per configuration (4 trials)."""
     tmp = tmp_path_factory.mktemp("live")
-    data = SHARED_DATA / "dsprites_downsampled.npz"
-    if not data.is_file():
-        data = write_dsprites_npz(tmp / "dsprites.npz", num=3000)
-    ray_tmp = Path("/tmp") / f"rl{os.getpid()}v"
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
+    data = dsprites_data(tmp)
+    env = subprocess_env("rlv")
     cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2", "--no-report",
            "--set", f"storage_path={tmp / 'studies'}", "--set", f"dataset.path={data}", "--set", "search.repeats=2"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -50,14 +50,6 @@ def build(seed: int = 0, **config) -> Seq2Seq:
     return Seq2Seq(cfg, shape)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_family_agrees_with_the_dataset():
     assert VOCAB_SIZE == len(VOCAB) and MODEL_PIXEL_MAX == PIXEL_MAX and GLYPH_SHAPE == (1, GLYPH_SIZE, GLYPH_SIZE)
     family = get_family("seq2seq")
