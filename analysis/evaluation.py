@@ -56,12 +56,15 @@ class Evaluator:
         num_train: Samples each metric scores (``evaluation.num_train``).
         seed: The trial's seed; every metric draws from ``np.random.default_rng(seed)``.
         ground_truth: The held-out rows with their factors, or None when the data has none.
+        num_test: Held-out samples of the metrics that score one (``evaluation.num_test``); None
+            keeps each metric's default (5,000).
     """
 
     metrics: list[str]
     num_train: int
     seed: int
     ground_truth: ArrayGroundTruthData | None = field(default=None, repr=False)
+    num_test: int | None = None
 
     def __call__(self, model: torch.nn.Module, device: torch.device,
                  held_out: Callable[[int], np.ndarray]) -> dict[str, float]:
@@ -88,8 +91,8 @@ class Evaluator:
             if metric.kind == "samples":
                 results.update(metric.compute(held_out(self.num_train), _sampler(model), random_state=rng))
             else:
-                results.update(metric.compute(self.ground_truth, representation_fn(model, device), random_state=rng,
-                                              num_train=self.num_train))
+                results.update(metric.score(self.ground_truth, representation_fn(model, device), random_state=rng,
+                                            num_train=self.num_train, num_test=self.num_test))
         missing = [key for name in self.metrics for key in METRICS[name].keys if key not in results]
         if missing:
             raise MetricUnavailable(f"evaluation.metrics: {missing[0]!r} was not produced")

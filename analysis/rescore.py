@@ -21,19 +21,22 @@ from pydantic import ValidationError
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import StudyFileError, load_metadata, load_trials, read_spec, write_parquet
+from analysis.results import SPEC_FILE, StudyFileError, load_metadata, load_trials, read_spec, write_parquet
 from datasets.registry import DataError
 
 __all__ = ["rescore"]
 
 
-def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None = None, progress=print) -> pd.DataFrame:
+def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None = None, num_test: int | None = None,
+            progress=print) -> pd.DataFrame:
     """Adds the named metrics' columns to a study's ``trials.parquet``; returns the new table.
 
     Args:
         study_dir: Study directory holding ``trials.parquet`` and ``spec.json``.
         metrics: Names from :data:`analysis.metrics.METRICS`.
         num_train: Samples per metric; None: the spec's ``evaluation.num_train``.
+        num_test: Held-out samples of the metrics that score one; None: the spec's
+            ``evaluation.num_test`` (studies from before that field: the metric's default, 5,000).
         progress: Called with one line per trial scored.
 
     Raises:
@@ -47,7 +50,11 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
     trials = load_trials(study_dir)
     meta = load_metadata(study_dir)
     spec = read_spec(study_dir)
-    num_train = num_train or int(spec.get("evaluation", {}).get("num_train", 10_000))
+    evaluation = spec.get("evaluation")
+    if not isinstance(evaluation, dict) or "num_train" not in evaluation:
+        raise StudyFileError(f"{study_dir / SPEC_FILE}: no evaluation.num_train; pass --num-train")
+    num_train = num_train or int(evaluation["num_train"])
+    num_test = num_test or evaluation.get("num_test")  # absent from studies before the field: metric default
     ground_truth = load_ground_truth(study_dir)
     rows = trials.index[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
     for index in rows:
@@ -57,7 +64,8 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
         scores: dict[str, float] = {}
         for name in metrics:
             rng = np.random.default_rng(int(trial["seed"]))
-            scores.update(METRICS[name].compute(ground_truth, encode, random_state=rng, num_train=num_train))
+            scores.update(METRICS[name].score(ground_truth, encode, random_state=rng, num_train=num_train,
+                                              num_test=num_test))
         for key, value in scores.items():
             if key not in trials:
                 trials[key] = np.nan
@@ -72,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study_dir", type=Path)
     parser.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(sorted(METRICS))}")
     parser.add_argument("--num-train", type=int, default=None, help="samples per metric (default: the spec's)")
+    parser.add_argument("--num-test", type=int, default=None,
+                        help="held-out samples of beta_vae, factor_vae, dci, sap, modularity (default: the spec's)")
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
-        rescore(args.study_dir, metrics, num_train=args.num_train)
+        rescore(args.study_dir, metrics, num_train=args.num_train, num_test=args.num_test)
     except ValidationError as err:  # a spec.json or trial.json whose config no longer validates
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -38,10 +38,11 @@ def trial_config(spec: StudySpec, config: dict[str, Any], data: dict[str, Any]) 
         threads=max(1, int(resources.cpus_per_trial // resources.num_workers)),
         snapshot_epochs=evaluation.snapshot_epochs,
         snapshot_samples=evaluation.snapshot_samples,
-        evaluate=Evaluator(list(evaluation.metrics), evaluation.num_train, seed, data["ground_truth"])
-        if evaluation.metrics else None,
+        evaluate=Evaluator(list(evaluation.metrics), evaluation.num_train, seed, data["ground_truth"],
+                           num_test=evaluation.num_test) if evaluation.metrics else None,
         validation_metrics=data.get("validation_metrics"),
-        description={"evaluation": {"metrics": list(evaluation.metrics), "num_train": evaluation.num_train},
+        description={"evaluation": {"metrics": list(evaluation.metrics), "num_train": evaluation.num_train,
+                                    "num_test": evaluation.num_test},
                      "repeat": int(config[REPEAT_KEY])},
     )
 

@@ -108,6 +108,16 @@ def _is_study(study_dir: Path) -> bool:
     return isinstance(saved, dict) and isinstance(saved.get("dataset"), dict) and "name" in saved
 
 
+def _as_now(saved: Any) -> Any:
+    """A saved ``spec.json`` read by today's spec model: fields added since it was written take
+    their defaults (which keep the behaviour the study ran with). A spec today's model refuses
+    (a field removed or renamed since) is returned unchanged and so differs."""
+    try:
+        return json.loads(StudySpec.model_validate(saved).model_dump_json())
+    except ValueError:  # pydantic's ValidationError
+        return saved
+
+
 def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
     """Checks where the study will be written; returns True when it resumes an earlier run.
 
@@ -130,7 +140,7 @@ def check_study_dir(spec: StudySpec, overwrite: bool) -> bool:
                          "(--overwrite deletes only a study)")
     if overwrite:
         return False
-    old = _flatten(read_json(saved))
+    old = _flatten(_as_now(read_json(saved)))
     new = _flatten(json.loads(spec.model_dump_json()))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:

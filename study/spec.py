@@ -214,6 +214,9 @@ class EvaluationSpec(BaseModel):
     model_config = _FROZEN
     metrics: list[str] = Field(default_factory=lambda: ["mig"])
     num_train: int = Field(10_000, gt=1, le=10_000_000)  # samples scored (disentanglement_lib's default)
+    # Held-out samples of the metrics that score one: beta_vae and factor_vae (num_eval), dci,
+    # sap and modularity_explicitness (num_test); disentanglement_lib's default.
+    num_test: int = Field(5_000, ge=1, le=10_000_000)
     # Reconstructions of this many fixed val rows are kept with each checkpoint (snapshots.npz)
     # after the epochs listed (None: every epoch; the last epoch always) for the prediction grid.
     snapshot_samples: int = Field(8, ge=0, le=256)

@@ -2,7 +2,7 @@
 
 ``METRICS`` maps the names a study spec uses (``evaluation.metrics``) to a :class:`Metric`:
 its sampler wrapper ``compute(dataset, representation_fn, *, random_state, num_train) -> dict``
-and the result keys it returns, each with whether higher (``max``) or lower (``min``) is better.
+(``Metric.score`` adds the held-out size, ``num_test``, under the metric's own keyword) and the result keys it returns, each with whether higher (``max``) or lower (``min``) is better.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import partial
 from collections.abc import Sequence
 from typing import Callable, Literal
+
+import numpy as np
 
 from analysis.metrics.beta_vae import compute_beta_vae
 from analysis.metrics.dci import compute_dci
@@ -52,6 +54,30 @@ class Metric:
     compute: Callable[..., dict[str, float]]
     keys: dict[str, Literal["min", "max"]]
     kind: Literal["ground_truth", "samples"] = "ground_truth"
+    # The keyword of ``compute`` that sizes its held-out sample (disentanglement_lib's names:
+    # ``num_eval`` for the beta-VAE and FactorVAE scores, ``num_test`` for DCI, SAP, modularity);
+    # None when the metric scores a single sample.
+    test_size: str | None = None
+
+    def score(self, dataset, representation_fn, *, random_state: np.random.Generator, num_train: int,
+              num_test: int | None = None) -> dict[str, float]:
+        """``compute`` of a ground-truth metric with the study's sample sizes.
+
+        Args:
+            dataset: Ground-truth data (``sample_factors``, ``sample_observations_from_factors``).
+            representation_fn: ``(num, ...) float32 -> (num, latent_dim)`` codes.
+            random_state: The generator every draw comes from.
+            num_train: Samples the metric fits or scores on (``evaluation.num_train``).
+            num_test: Held-out samples it scores on, where it has such a sample
+                (``evaluation.num_test``); None keeps the metric's own default (5,000).
+
+        Returns:
+            The metric's result keys with their values.
+        """
+        sizes = {"num_train": num_train}
+        if self.test_size is not None and num_test is not None:
+            sizes[self.test_size] = num_test
+        return self.compute(dataset, representation_fn, random_state=random_state, **sizes)
 
 
 _DCI_KEYS = {k: "max" for k in ("dci_disentanglement", "dci_completeness", "dci_informativeness_train",
@@ -59,13 +85,15 @@ _DCI_KEYS = {k: "max" for k in ("dci_disentanglement", "dci_completeness", "dci_
 
 METRICS: dict[str, Metric] = {
     "mig": Metric(compute_mig, {"mig": "max"}),
-    "sap": Metric(compute_sap, {"sap": "max"}),
-    "dci": Metric(compute_dci, _DCI_KEYS),  # the defined GradientBoostingClassifier()
-    "dci_fast": Metric(partial(compute_dci, fast=True), _DCI_KEYS),  # see dci.py for its agreement
-    "factor_vae": Metric(compute_factor_vae, {"factor_vae": "max", "factor_vae_train_accuracy": "max"}),
-    "beta_vae": Metric(compute_beta_vae, {"beta_vae": "max", "beta_vae_train_accuracy": "max"}),
+    "sap": Metric(compute_sap, {"sap": "max"}, test_size="num_test"),
+    "dci": Metric(compute_dci, _DCI_KEYS, test_size="num_test"),  # the defined GradientBoostingClassifier()
+    "dci_fast": Metric(partial(compute_dci, fast=True), _DCI_KEYS, test_size="num_test"),  # see dci.py
+    "factor_vae": Metric(compute_factor_vae, {"factor_vae": "max", "factor_vae_train_accuracy": "max"},
+                         test_size="num_eval"),
+    "beta_vae": Metric(compute_beta_vae, {"beta_vae": "max", "beta_vae_train_accuracy": "max"}, test_size="num_eval"),
     "modularity_explicitness": Metric(
-        compute_modularity_explicitness, {"modularity": "max", "explicitness_train": "max", "explicitness_test": "max"}
+        compute_modularity_explicitness, {"modularity": "max", "explicitness_train": "max", "explicitness_test": "max"},
+        test_size="num_test",
     ),
     "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}),  # unsupervised; 0 = independent
     # Sample quality of VAEs and GANs alike: kernel MMD^2 of samples vs held-out images (lower is better).

@@ -55,3 +55,41 @@ def test_sample_metric_of_a_model_without_samples_raises():
 def test_metric_requirements(metric, family, has_factors, expected):
     reason = metric_requirement(metric, has_factors=has_factors, model_cls=get_family(family).model_cls)
     assert reason is None if expected is None else expected in reason
+
+
+def test_num_test_reaches_each_metric_under_its_own_keyword(monkeypatch):
+    import dataclasses
+
+    from analysis.metrics import METRICS
+
+    seen = {}
+
+    def spy(name):
+        def compute(dataset, representation_fn, *, random_state, **sizes):
+            seen[name] = sizes
+            return {key: 0.5 for key in METRICS[name].keys}
+        return compute
+
+    names = ["mig", "beta_vae", "factor_vae", "dci", "sap", "modularity_explicitness"]
+    for name in names:
+        monkeypatch.setitem(METRICS, name, dataclasses.replace(METRICS[name], compute=spy(name)))
+    evaluate = Evaluator(names, num_train=40, seed=0, ground_truth=factor_images(), num_test=7)
+    evaluate(IdentityCode(), torch.device("cpu"), lambda num: np.zeros((num, 1, 4, 4), np.float32))
+    assert seen == {"mig": {"num_train": 40}, "beta_vae": {"num_train": 40, "num_eval": 7},
+                    "factor_vae": {"num_train": 40, "num_eval": 7}, "dci": {"num_train": 40, "num_test": 7},
+                    "sap": {"num_train": 40, "num_test": 7}, "modularity_explicitness": {"num_train": 40, "num_test": 7}}
+    seen.clear()
+    Evaluator(["beta_vae"], num_train=40, seed=0, ground_truth=factor_images())(
+        IdentityCode(), torch.device("cpu"), lambda num: np.zeros((num, 1, 4, 4), np.float32))
+    assert seen == {"beta_vae": {"num_train": 40}}  # None: the metric's own default
+
+
+def test_every_held_out_size_keyword_is_a_parameter_of_its_metric():
+    import inspect
+
+    from analysis.metrics import METRICS
+
+    sized = {name: metric.test_size for name, metric in METRICS.items() if metric.test_size is not None}
+    assert set(sized) == {"beta_vae", "factor_vae", "dci", "dci_fast", "sap", "modularity_explicitness"}
+    for name, keyword in sized.items():
+        assert keyword in inspect.signature(METRICS[name].compute).parameters, name

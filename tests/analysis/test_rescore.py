@@ -75,3 +75,25 @@ def test_cli_unknown_metric_exits_2(study_dir):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "nope" in proc.stderr and "Traceback" not in proc.stderr
     assert (study_dir / "trials.parquet").read_bytes() == before
+
+
+def test_rescore_sizes_come_from_the_arguments_else_the_spec(study_dir, monkeypatch):
+    import dataclasses
+
+    from analysis.metrics import METRICS
+
+    seen = []
+
+    def spy(dataset, representation_fn, *, random_state, **sizes):
+        seen.append(sizes)
+        return {"sap": 0.25}
+
+    monkeypatch.setitem(METRICS, "sap", dataclasses.replace(METRICS["sap"], compute=spy))
+    rescore(study_dir, ["sap"], num_test=9, progress=lambda line: None)
+    rescore(study_dir, ["sap"], progress=lambda line: None)
+    spec = json.loads((study_dir / SPEC_FILE).read_text())
+    del spec["evaluation"]["num_test"]  # a study from before the field: the metric's own default
+    (study_dir / SPEC_FILE).write_text(json.dumps(spec))
+    rescore(study_dir, ["sap"], num_train=50, progress=lambda line: None)
+    assert seen == [{"num_train": 300, "num_test": 9}] * 2 + [{"num_train": 300, "num_test": 5000}] * 2 + \
+        [{"num_train": 50}] * 2

@@ -284,6 +284,24 @@ def test_resume_with_another_data_file(tmp_path, capsys, data):
     assert json.loads((study / "data.json").read_text())["fingerprint"]["path"] == str(data.resolve())
 
 
+def test_resume_accepts_a_spec_saved_before_a_defaulted_field_existed(tmp_path, capsys, data):
+    study = fake_study(tmp_path, data, capsys)
+    saved = json.loads((study / "spec.json").read_text())
+    del saved["evaluation"]["snapshot_epochs"], saved["resources"]["cpu_fallback"]  # as an older version wrote it
+    (study / "spec.json").write_text(json.dumps(saved))
+    assert run_module.check_study_dir(run_module.load_spec(SMOKE, [f"storage_path={tmp_path / 'studies'}",
+                                                                   f"dataset.path={data}"]), overwrite=False)
+
+
+def test_resume_refuses_a_spec_that_differs_or_holds_a_field_no_longer_known(tmp_path, capsys, data):
+    study = fake_study(tmp_path, data, capsys)
+    saved = json.loads((study / "spec.json").read_text())
+    (study / "spec.json").write_text(json.dumps({**saved, "seed": saved["seed"] + 1}))
+    refuse(capsys, smoke(tmp_path / "studies", data), "another spec", "differs in seed")
+    (study / "spec.json").write_text(json.dumps({**saved, "retired_field": 1}))
+    refuse(capsys, smoke(tmp_path / "studies", data), "another spec", "differs in retired_field")
+
+
 def test_resume_refuses_a_directory_writable_by_others(tmp_path, capsys, data):
     study = fake_study(tmp_path, data, capsys)
     (study / "tuner.pkl").write_bytes(b"planted")
