@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import SPEC_FILE, StudyFileError, load_metadata, load_trials, read_spec, write_parquet
+from analysis.results import (SPEC_FILE, StudyFileError, load_metadata, load_trials, read_spec, resolve_checkpoint,
+                              write_parquet)
 from datasets.registry import DataError
 
 __all__ = ["rescore"]
@@ -47,7 +48,7 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
     if unknown:
         raise KeyError(f"--metrics: unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
     study_dir = Path(study_dir)
-    trials = load_trials(study_dir)
+    trials = load_trials(study_dir, resolve_checkpoints=False)  # rewritten as stored
     meta = load_metadata(study_dir)
     spec = read_spec(study_dir)
     evaluation = spec.get("evaluation")
@@ -59,7 +60,7 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
     rows = trials.index[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
     for index in rows:
         row = trials.loc[index]
-        model, trial = load_trial_model(row["checkpoint_path"])
+        model, trial = load_trial_model(resolve_checkpoint(study_dir, row["checkpoint_path"]))
         encode = representation_fn(model)
         scores: dict[str, float] = {}
         for name in metrics:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["SPEC_FILE", "DATA_FILE", "StudyFileError", "load_trials", "load_epochs", "load_metadata", "read_json",
-           "read_spec", "best_trial", "write_parquet"]
+           "read_spec", "best_trial", "write_parquet", "resolve_checkpoint"]
 
 SPEC_FILE = "spec.json"  # the validated spec a study ran with; also marks a directory as a vae-study study
 DATA_FILE = "data.json"  # the data source, its fingerprint, row counts and preprocessing statistics
@@ -42,14 +42,44 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise StudyFileError(f"{path}: not a readable parquet table ({type(err).__name__}: {err})") from None
 
 
-def load_trials(study: str | Path) -> pd.DataFrame:
+def load_trials(study: str | Path, *, resolve_checkpoints: bool = True) -> pd.DataFrame:
     """``trials.parquet`` of a study directory (or the parquet file itself): one row per trial.
+
+    Args:
+        study: The study directory or its ``trials.parquet``.
+        resolve_checkpoints: Turn ``checkpoint_path`` (stored relative to the study directory)
+            into a path that exists where the table is read (see :func:`resolve_checkpoint`);
+            False keeps the stored values (for rewriting the table).
 
     Raises:
         FileNotFoundError: If the file does not exist.
         StudyFileError: If it is not a readable parquet file.
     """
-    return _read_parquet(_table_path(study, "trials.parquet"))
+    path = _table_path(study, "trials.parquet")
+    trials = _read_parquet(path)
+    if resolve_checkpoints and "checkpoint_path" in trials:
+        trials["checkpoint_path"] = [resolve_checkpoint(path.parent, value) for value in trials["checkpoint_path"]]
+    return trials
+
+
+def resolve_checkpoint(study_dir: Path, stored: Any) -> str | None:
+    """A trial's checkpoint directory as found under ``study_dir``.
+
+    ``stored`` is ``TRIAL_DIR/checkpoint_NNNNNN`` relative to the study directory; tables from
+    before that was so hold an absolute path, which is kept when it exists and otherwise looked
+    for as its last two parts under ``study_dir`` (a study copied from a cluster).
+
+    Returns:
+        The path as a string; the stored value (None, NaN) when there is none; an absolute path
+        that exists nowhere is returned unchanged, so readers skip it as missing.
+    """
+    if not isinstance(stored, str):
+        return None
+    path = Path(stored)
+    if not path.is_absolute():
+        return str(study_dir / path)
+    rebased = study_dir.joinpath(*path.parts[-2:])
+    return str(rebased) if not path.exists() and rebased.is_dir() else stored
 
 
 def load_epochs(study: str | Path) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 ``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``error``, each config value as
 its own column, ``repeat`` and ``seed``, final metrics (as last reported), best metrics over
-epochs (``best_<metric>``), ``epochs_run``, ``wall_seconds``, ``checkpoint_path``, and the
+epochs (``best_<metric>``), ``epochs_run``, ``wall_seconds``, ``checkpoint_path`` (relative to the
+study directory), and the
 provenance the trial stamped in its checkpoint's ``trial.json`` (torch/ray/optuna/numpy versions,
 git sha and dirty flag, hostname, node, device, threads, start and end time; a rebuild never
 restamps them). ``epochs.parquet``: one row per trial and epoch with every reported metric.
@@ -121,7 +122,7 @@ def _trial_dirs(study_dir: Path) -> dict[str, Path]:
 def _checkpoint(trial_dir: Path) -> Path | None:
     """The trial's latest checkpoint directory (``checkpoint_NNNNNN``), or None."""
     checkpoints = sorted(trial_dir.glob("checkpoint_*"))
-    return checkpoints[-1].resolve() if checkpoints else None
+    return checkpoints[-1] if checkpoints else None
 
 
 def _provenance(checkpoint: Path | None) -> dict[str, Any]:
@@ -187,7 +188,9 @@ def build_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dic
         row["epochs_run"] = int(last.get("epoch", 0)) if last else 0
         row["wall_seconds"] = float(last.get("time_total_s", float("nan"))) if last else float("nan")
         checkpoint = _checkpoint(trial_dir)
-        row["checkpoint_path"] = str(checkpoint) if checkpoint is not None else None
+        # Relative to the study directory, so a copied or moved study still finds its checkpoints
+        # (analysis.results.load_trials resolves it against wherever the table is read).
+        row["checkpoint_path"] = f"{trial_dir.name}/{checkpoint.name}" if checkpoint is not None else None
         row.update(_provenance(checkpoint))
         trial_rows.append(row)
         if len(history) and "epoch" in history:

@@ -204,6 +204,25 @@ def check_same_data(study_dir: Path, fingerprint: dict[str, Any]) -> None:
         )
 
 
+def check_same_place(study_dir: Path) -> None:
+    """Refuses to resume a study from another directory than it started in.
+
+    Tune's saved searcher state names the study's Optuna journal by its absolute path: resumed
+    from a copy, the search would write into the original's journal (or fail where that is gone).
+    Reading a moved study (report, rescore, ``load_trials``) works anywhere.
+
+    Raises:
+        UsageError: If ``data.json`` records another ``started_in`` directory.
+    """
+    path = study_dir / DATA_FILE
+    if not path.is_file():
+        return
+    started_in = read_json(path).get("started_in")
+    if started_in is not None and Path(started_in) != study_dir.resolve():
+        raise UsageError(f"{study_dir}: the study was started in {started_in}, and its saved search state names "
+                         "files there; resume it from that directory, or --overwrite to start afresh")
+
+
 def load_data(spec: StudySpec) -> PreparedData:
     """Loads and checks the data, and checks every family's configs against it (before Ray).
 
@@ -353,6 +372,7 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     study_dir = spec.study_dir
     if resume:
         check_same_data(study_dir, fingerprint)
+        check_same_place(study_dir)
         check_trusted(study_dir)
     uses_train = spec.resources.num_workers > 1 or spec.resources.trainer == "torch_trainer"
     placement = prepared.placement(spec.dataset_options(), torch_trainer=uses_train)
@@ -366,7 +386,8 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     (study_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
     if not (study_dir / DATA_FILE).is_file():  # a resume keeps the record of what the study started on
         (study_dir / DATA_FILE).write_text(json.dumps(
-            {"source": str(prepared.source), "fingerprint": fingerprint, **prepared.info}, indent=2, default=str))
+            {"source": str(prepared.source), "fingerprint": fingerprint, "started_in": str(study_dir.resolve()),
+             **prepared.info}, indent=2, default=str))
 
     from study.space import num_trials
 

@@ -263,11 +263,11 @@ def test_corrupt_spec_json_in_the_study_directory(tmp_path, capsys, data):
     refuse(capsys, smoke(tmp_path / "studies", data), "spec.json", "not valid JSON")
 
 
-def fake_study(tmp_path: Path, data: Path, capsys) -> Path:
+def fake_study(tmp_path: Path, data: Path, capsys, storage: str | Path | None = None) -> Path:
     """A study directory as a first run leaves it before training (spec.json, data.json)."""
     from study.spec import load_spec
 
-    storage = tmp_path / "studies"
+    storage = tmp_path / "studies" if storage is None else storage
     spec = load_spec(SMOKE, [f"storage_path={storage}", f"dataset.path={data}"])
     study = spec.study_dir
     study.mkdir(parents=True)
@@ -300,6 +300,21 @@ def test_resume_refuses_a_spec_that_differs_or_holds_a_field_no_longer_known(tmp
     refuse(capsys, smoke(tmp_path / "studies", data), "another spec", "differs in seed")
     (study / "spec.json").write_text(json.dumps({**saved, "retired_field": 1}))
     refuse(capsys, smoke(tmp_path / "studies", data), "another spec", "differs in retired_field")
+
+
+def test_resume_refuses_a_study_copied_from_where_it_started(tmp_path, capsys, data, monkeypatch):
+    import shutil
+
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")  # storage_path: studies, relative as in the configs
+    study = fake_study(tmp_path / "project", data, capsys, storage="studies")
+    record = json.loads((study / "data.json").read_text())
+    (study / "data.json").write_text(json.dumps({**record, "started_in": str(study.resolve())}))
+    shutil.copytree(tmp_path / "project", tmp_path / "copy")
+    monkeypatch.chdir(tmp_path / "copy")
+    refuse(capsys, [SMOKE, "--set", "storage_path=studies", "--set", f"dataset.path={data}"],
+           "the study was started in", str(study.resolve()), "--overwrite")
+    run_module.check_same_place(study)  # where it started: accepted
 
 
 def test_resume_refuses_a_directory_writable_by_others(tmp_path, capsys, data):

@@ -30,8 +30,8 @@ def test_trials_parquet(smoke_study):
     assert (trials["val_elbo"] < 0).all()
     assert ((trials["mig"] >= 0) & (trials["mig"] <= 1)).all()
     assert ((trials["val_elbo"] + trials["val_recon_loss"] + trials["val_kl"]).abs() < 1e-6).all()
-    for path in trials["checkpoint_path"]:
-        assert (Path(path) / "checkpoint.pt").is_file()
+    for path in trials["checkpoint_path"]:  # relative to the study directory
+        assert not Path(path).is_absolute() and (study_dir / path / "checkpoint.pt").is_file()
     assert "best trial by mig" in proc.stdout
 
 
@@ -141,7 +141,7 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
     shutil.copytree(smoke_study[0], study_dir, symlinks=True)
     before = pd.read_parquet(study_dir / "trials.parquet")
     for _, row in before.iterrows():
-        stamped = json.loads((Path(row["checkpoint_path"]) / "trial.json").read_text())["provenance"]
+        stamped = json.loads((study_dir / row["checkpoint_path"] / "trial.json").read_text())["provenance"]
         for key in ("torch_version", "ray_version", "optuna_version", "numpy_version", "git_sha", "git_dirty",
                     "hostname", "device", "threads", "started_at", "ended_at"):
             assert row[key] == stamped[key] or (row[key] is None and stamped[key] is None), key
@@ -151,3 +151,15 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
     after = pd.read_parquet(study_dir / "trials.parquet")
     assert (after["torch_version"] == before["torch_version"]).all()
     assert (after["started_at"] == before["started_at"]).all()
+
+
+def test_a_copied_study_finds_its_own_checkpoints(smoke_study, tmp_path):
+    import shutil
+
+    from analysis.results import load_trials
+
+    study_dir, _, _ = smoke_study
+    copy = tmp_path / "elsewhere" / "smoke"
+    shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("report"))
+    for path in load_trials(copy)["checkpoint_path"]:
+        assert Path(path).is_relative_to(copy) and (Path(path) / "checkpoint.pt").is_file()
