@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 import study.run as run_module
