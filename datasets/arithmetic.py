@@ -87,7 +87,7 @@ class ArithmeticOptions(DatasetOptions):
     def _fits_the_padded_length(cls, value: int) -> int:
         if len(f"{value}+{value}") > QUERY_LENGTH:
             raise ValueError(
-                f"queries are {QUERY_LENGTH} characters, so operands must be at most 99, but got max_operand={value}"
+                f"queries are {QUERY_LENGTH} characters, so operands must be at most 99"
             )
         return value
 

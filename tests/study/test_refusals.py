@@ -243,6 +243,41 @@ def test_dangling_external_link(tmp_path, capsys):
     refuse(capsys, [jets_spec(tmp_path, path)], str(path))
 
 
+# ---- arithmetic queries (sequence models) ---------------------------------------------------------
+
+
+def arithmetic(tmp_path: Path, *sets: str, config: str = "arithmetic_text2text.yaml") -> list:
+    args = [REPO / "configs" / config, "--set", f"storage_path={tmp_path / 'studies'}", "--set", "dataset.max_operand=9"]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+@pytest.mark.parametrize("sets, fragments", [
+    pytest.param(["dataset.max_operand=100"], ["dataset.max_operand", "99"], id="operands-that-do-not-fit"),
+    pytest.param(["dataset.train_fraction=1.5"], ["dataset.train_fraction", "1"], id="fraction-above-one"),
+    pytest.param(["search_space={dataset.train_fraction: {type: categorical, choices: [0.0, 0.5]}}"],
+                 ["dataset.train_fraction", "0.0"], id="searched-fraction-of-zero"),
+    pytest.param(["family.input=image"], ["family.input", "query_images", "dataset.input"], id="kind-not-provided"),
+])
+def test_arithmetic_options_refused_before_ray(tmp_path, capsys, sets, fragments):
+    refuse(capsys, arithmetic(tmp_path, *sets), *fragments)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_missing_or_non_idx_mnist_refused_before_ray(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MNIST_PATH", raising=False)
+    image = ["dataset.input=image", "family.input=image"]
+    refuse(capsys, arithmetic(tmp_path, *image, f"dataset.path={tmp_path / 'nowhere'}"), "dataset.path",
+           str(tmp_path / "nowhere"))
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"<html>not the digits</html>")
+    refuse(capsys, arithmetic(tmp_path, *image, f"dataset.path={folder}"), "t10k-images-idx3-ubyte.gz")
+    assert not (tmp_path / "studies").exists()
+
+
 # ---- study directories ----------------------------------------------------------------------------
 
 
