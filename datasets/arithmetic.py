@@ -49,7 +49,8 @@ from datasets.dsprites import cache_dir
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
 
 __all__ = ["ArithmeticOptions", "ReadbackAccuracy", "VOCAB", "QUERY_LENGTH", "ANSWER_LENGTH", "GLYPH_SIZE",
-           "PIXEL_MAX", "ENV_PATH", "MNIST_FILES", "encode", "decode", "make_queries", "read_idx", "load_mnist",
+           "PIXEL_MAX", "ENV_PATH", "MNIST_FILES", "MNIST_TRAIN_FILES", "encode", "decode", "make_queries", "read_idx",
+           "mnist_files", "load_mnist",
            "render_operators", "compose_images", "train_readback", "prepare"]
 
 VOCAB = "0123456789+- "  # token id = index = glyph class; 12 is the blank
@@ -59,7 +60,8 @@ ANSWER_LENGTH = 3  # "198" and "-99" are the longest answers
 GLYPH_SIZE = 28  # MNIST's 28x28 pixels
 PIXEL_MAX = 255.0  # image columns hold uint8 0-255; divide by this for [0, 1]
 ENV_PATH = "MNIST_PATH"
-MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # md5 9fb629c4..., ec29112d...
+MNIST_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")  # md5 f68b3c2d..., d53e105e...
 _IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803 (uint8, 3 dims) and 0x0801 (uint8, 1 dim)
 _POOL_STREAM = 0xD161  # seed streams: digit pools, train glyph draws, val glyph draws, classifier
 _TRAIN_GLYPHS, _VAL_GLYPHS, _CLASSIFIER = 0x7A1, 0x7A2, 0xC1A5
@@ -209,16 +211,48 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
     return data.copy()
 
 
+def mnist_files(folder: Path) -> list[tuple[Path, Path]]:
+    """The ``(images, labels)`` IDX pairs of ``folder`` to read: :data:`MNIST_FILES` (the 10,000
+    test digits, required), then :data:`MNIST_TRAIN_FILES` (the 60,000 training digits of the full
+    MNIST) when the folder holds them. Each name is taken gzip-compressed, or unpacked without
+    ``.gz``.
+
+    Raises:
+        DataError: If only one file of the training pair is there (the other is named).
+    """
+    def find(name: str) -> Path:
+        packed = folder / name
+        return packed if packed.is_file() or not (folder / name.removesuffix(".gz")).is_file() \
+            else folder / name.removesuffix(".gz")
+
+    pairs = [(find(MNIST_FILES[0]), find(MNIST_FILES[1]))]
+    train = (find(MNIST_TRAIN_FILES[0]), find(MNIST_TRAIN_FILES[1]))
+    present = [path.is_file() for path in train]
+    if any(present) and not all(present):
+        missing = train[present.index(False)]
+        raise DataError(f"{missing}: no such file; the full MNIST needs both {MNIST_TRAIN_FILES[0]} and "
+                        f"{MNIST_TRAIN_FILES[1]} (or neither: the test digits alone serve)")
+    return pairs + [train] if all(present) else pairs
+
+
 def load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST ``t10k`` digits of ``folder``: uint8 images ``(N, 28, 28)`` and labels ``(N,)``.
+    """The MNIST digits of ``folder`` (see :func:`mnist_files`), test digits first.
+
+    Returns:
+        uint8 images ``(N, 28, 28)`` with intensities 0-255 and uint8 labels ``(N,)`` 0-9;
+        N = 10,000 for the test files alone, 70,000 with the training files.
 
     Raises:
         DataError: If a file is missing or invalid (see :func:`read_idx`), or the counts differ.
     """
-    images = read_idx(folder / MNIST_FILES[0], "images")
-    labels = read_idx(folder / MNIST_FILES[1], "labels")
-    if len(images) != len(labels):
-        raise DataError(f"{folder}: {len(images)} images but {len(labels)} labels in {', '.join(MNIST_FILES)}")
+    images, labels = [], []
+    for image_file, label_file in mnist_files(folder):
+        images.append(read_idx(image_file, "images"))
+        labels.append(read_idx(label_file, "labels"))
+        if len(images[-1]) != len(labels[-1]):
+            raise DataError(f"{folder}: {len(images[-1])} images in {image_file.name} but {len(labels[-1])} "
+                            f"labels in {label_file.name}")
+    images, labels = np.concatenate(images), np.concatenate(labels)
     if len(np.unique(labels)) < 10:
         raise DataError(f"{folder / MNIST_FILES[1]}: every digit 0-9 needs an image, but only "
                         f"{sorted(np.unique(labels).tolist())} occur")
@@ -509,7 +543,8 @@ def _add_glyphs(options: ArithmeticOptions, seed: int, train: dict[str, np.ndarr
         if len(np.unique(pool_labels)) < 10:
             raise DataError(f"dataset.val_fraction={options.val_fraction}: the {name} pool of "
                             f"{len(pool_labels)} MNIST digits lacks a digit; hold out a larger fraction")
-    info.update({"digit_pool_train": len(pool_train), "digit_pool_val": len(pool_val),
+    info.update({"mnist_files": [path.name for pair in mnist_files(folder) for path in pair],
+                 "digit_pool_train": len(pool_train), "digit_pool_val": len(pool_val),
                  "pixel_storage": "uint8 0-255 (divide by 255 for [0, 1])"})
     for name, columns, stream in (("train", train, _TRAIN_GLYPHS), ("val", val, _VAL_GLYPHS)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))

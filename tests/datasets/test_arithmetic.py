@@ -201,6 +201,28 @@ def test_a_missing_mnist_file_or_folder_is_refused_naming_it(tmp_path, monkeypat
         load(max_operand=9, input="image")
 
 
+def write_mnist(folder: Path, prefix: str, digits: list[int], fill: int, compress: bool = True) -> None:
+    suffix = ".gz" if compress else ""
+    write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", 2051, (len(digits), 28, 28),
+              bytes([fill]) * (len(digits) * 784), compress)
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", 2049, (len(digits),), bytes(digits), compress)
+
+
+def test_the_full_mnist_adds_its_training_digits_after_the_test_digits(tmp_path):
+    from datasets.arithmetic import load_mnist, mnist_files
+
+    write_mnist(tmp_path, "t10k", list(range(10)), fill=1)
+    images, labels = load_mnist(tmp_path)
+    assert len(images) == 10 and [p.name for pair in mnist_files(tmp_path) for p in pair] == list(MNIST_FILES)
+    write_mnist(tmp_path, "train", list(range(10)) * 2, fill=2, compress=False)  # unpacked names serve too
+    images, labels = load_mnist(tmp_path)
+    assert images.shape == (30, 28, 28) and labels.tolist() == list(range(10)) * 3
+    assert (images[:10] == 1).all() and (images[10:] == 2).all()
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: no such file; the full MNIST needs both"):
+        load_mnist(tmp_path)
+
+
 # Glyphs
 
 
