@@ -23,9 +23,9 @@ the median.
     python benchmarks/overhead.py --smoke-test          # 1 pair of 1 tiny trial: checks the script runs
 
 The default size (10,200 train rows) is smaller than the README's earlier figure (16,000 train
-rows: 197.7 s plain + 229.2 s study, 7 minutes a pair on 2 idle cores), so that 3 pairs take
-about 15 minutes on 2 idle cores (scaled from that figure, not measured); on 2 cores shared with
-other jobs (load 4.6-9.6) they took 47 min 49 s. The fixed costs (imports, Ray start) weigh more
+rows: 197.7 s plain + 229.2 s study, 7 minutes a pair on 2 idle cores); 3 pairs took 23 min on 2
+idle cores (median ratio 1.026, spread 0.117) and 47 min 49 s on 2 cores shared with other jobs
+(load 4.6-9.6). The fixed costs (imports, Ray start) weigh more
 in a shorter run, so the ratio reads somewhat higher than at the larger size.
 
 Last line: ``overhead_ratio=<median over pairs of study wall time / plain wall time>`` for the
