@@ -15,8 +15,8 @@ Columns (every row one query; the train rows in one seeded order, see ``train_fr
   encoding; 20,000 x 8 glyphs take 125 MB as uint8, 502 MB as float32). The loop casts every column
   to float32 per batch; models divide by :data:`PIXEL_MAX` to get ``[0, 1]``.
 
-Glyphs: a digit is a real MNIST digit (the 10,000 ``t10k`` digits, read from IDX files with
-numpy), drawn at random for each occurrence from its split's pool: the digits are split (seeded,
+Glyphs: a digit is a real MNIST digit (the 10,000 ``t10k`` digits, plus the 60,000 ``train``
+digits when the folder holds the full MNIST; read from IDX files with numpy), drawn at random for each occurrence from its split's pool: the digits are split (seeded,
 ``val_fraction``) into a train pool and a val pool, so that no digit image of a validation query
 appears in a train query. ``+`` and ``-`` are anti-aliased strokes drawn with numpy, with random
 length, angle, thickness and offset per occurrence; the blank is an empty canvas.
@@ -70,7 +70,8 @@ _TRAIN_GLYPHS, _VAL_GLYPHS, _CLASSIFIER = 0x7A1, 0x7A2, 0xC1A5
 class ArithmeticOptions(DatasetOptions):
     """The ``dataset`` section for ``name: arithmetic``.
 
-    ``path`` is the folder holding :data:`MNIST_FILES` (else ``$MNIST_PATH``), read only when
+    ``path`` is the folder holding :data:`MNIST_FILES` and optionally :data:`MNIST_TRAIN_FILES`
+    (else ``$MNIST_PATH``), read only when
     ``input`` or ``output`` is ``image``. ``val_fraction`` holds out that fraction of the queries
     and of the MNIST digits; ``limit`` keeps that many queries (after shuffling).
     """
@@ -88,9 +89,7 @@ class ArithmeticOptions(DatasetOptions):
     @classmethod
     def _fits_the_padded_length(cls, value: int) -> int:
         if len(f"{value}+{value}") > QUERY_LENGTH:
-            raise ValueError(
-                f"queries are {QUERY_LENGTH} characters, so operands must be at most 99"
-            )
+            raise ValueError(f"queries are {QUERY_LENGTH} characters, so operands must be at most 99")
         return value
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
 ``METRICS`` maps the names a study spec uses (``evaluation.metrics``) to a :class:`Metric`:
 its sampler wrapper ``compute(dataset, representation_fn, *, random_state, num_train) -> dict``
-(``Metric.score`` adds the held-out size, ``num_test``, under the metric's own keyword) and the result keys it returns, each with whether higher (``max``) or lower (``min``) is better.
+(``Metric.score`` adds the held-out size, ``num_test``, under the metric's own keyword) and the
+result keys it returns, each with whether higher (``max``) or lower (``min``) is better.
 """
 
 from __future__ import annotations
