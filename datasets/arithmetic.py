@@ -71,9 +71,9 @@ class ArithmeticOptions(DatasetOptions):
     """The ``dataset`` section for ``name: arithmetic``.
 
     ``path`` is the folder holding :data:`MNIST_FILES` and optionally :data:`MNIST_TRAIN_FILES`
-    (else ``$MNIST_PATH``), read only when
-    ``input`` or ``output`` is ``image``. ``val_fraction`` holds out that fraction of the queries
-    and of the MNIST digits; ``limit`` keeps that many queries (after shuffling).
+    (else ``$MNIST_PATH``), read only when ``input`` or ``output`` is ``image``. ``val_fraction``
+    holds out that fraction of the queries and of the MNIST digits; ``limit`` keeps that many
+    queries (after shuffling).
     """
 
     input: Literal["text", "image"] = "text"  # image: the query as a row of glyph images
