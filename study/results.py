@@ -3,10 +3,9 @@
 ``trials.parquet``: one row per trial: ``trial_id``, ``status``, ``error``, each config value as
 its own column, ``repeat`` and ``seed``, final metrics (as last reported), best metrics over
 epochs (``best_<metric>``), ``epochs_run``, ``wall_seconds``, ``checkpoint_path`` (relative to the
-study directory), and the
-provenance the trial stamped in its checkpoint's ``trial.json`` (torch/ray/optuna/numpy versions,
-git sha and dirty flag, hostname, node, device, threads, start and end time; a rebuild never
-restamps them). ``epochs.parquet``: one row per trial and epoch with every reported metric.
+study directory), and the provenance the trial stamped in its checkpoint's ``trial.json``
+(torch/ray/optuna/numpy versions, git sha and dirty flag, hostname, node, device, threads, start
+and end time; a rebuild never restamps them). ``epochs.parquet``: one row per trial and epoch with every reported metric.
 
 What is read: each Tune trial directory's ``params.json`` (the sampled configuration),
 ``result.json`` (one JSON line per report) and ``error.txt``; the trial's latest checkpoint's
