@@ -14,11 +14,10 @@ Registered in :data:`analysis.report.EXTRA_FIGURES` as ``analysis.arithmetic_fig
 
 from __future__ import annotations
 
-import json
+
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -186,23 +185,24 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
     return fig
 
 
-def _family_config(checkpoint: Path) -> dict[str, Any]:
-    """The trial's family config (``trial.json``), or ``{}``."""
-    from trainables.loop import TRIAL_FILE
+def _family_input(checkpoint: Path) -> str | None:
+    """The ``input`` kind of the trial's family config (``trial.json``), or None."""
+    from analysis.results import read_json
+    from trainables.checkpoint import TRIAL_FILE
 
-    path = checkpoint / TRIAL_FILE
-    if not path.is_file():
-        return {}
-    config = json.loads(path.read_text()).get("family_config")
-    return dict(config) if isinstance(config, dict) else {}
+    if not (checkpoint / TRIAL_FILE).is_file():
+        return None
+    config = read_json(checkpoint / TRIAL_FILE).get("family_config")
+    return config.get("input") if isinstance(config, dict) else None
 
 
-def arithmetic_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Series | None,
+def arithmetic_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
                        out: Path) -> list[tuple[str, Path]]:
     """The arithmetic figures of a study, for the report (``EXTRA_FIGURES`` signature).
 
     Args:
-        study_dir: The study directory (its ``spec.json`` says whether the data are arithmetic).
+        study: The study directory (unused).
+        info: The study's :class:`~analysis.results.StudyInfo` (whether the data are arithmetic).
         trials: ``trials.parquet``'s table.
         best: The best trial's row (``checkpoint_path``, ``trial_id``), or None.
         out: The report directory the PNGs are written to.
@@ -211,27 +211,27 @@ def arithmetic_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Ser
         ``[(title, path), ...]``: the accuracy figure when the trials reported the objective, the
         examples when the best checkpoint kept snapshots; ``[]`` when the dataset is not ``arithmetic``.
     """
-    from analysis.results import read_spec
+    from analysis.results import local_copy
     from trainables.loop import load_snapshots
+    from trainables.registry import get_family
 
-    spec = read_spec(study_dir)
-    dataset = spec["dataset"]
-    if dataset.get("name") != "arithmetic":
+    if info.dataset["name"] != "arithmetic":
         return []
-    metric = spec.get("objective", {}).get("metric", "val_sequence_accuracy")
-    metric = metric[0] if isinstance(metric, list) else metric
+    metric = info.objective.metric[0]
     figures: list[tuple[str, Path]] = []
     if metric in trials and trials[metric].notna().any():
-        fig = accuracy_figure(trials, metric, fraction=dataset.get("train_fraction", 1.0),
-                              depth=spec.get("family", {}).get(DEPTH, 1))
+        family = get_family(info.families[0]).config_cls(**info.family)  # the fixed depth when not searched
+        fig = accuracy_figure(trials, metric, fraction=info.dataset_options().train_fraction,
+                              depth=getattr(family, DEPTH))
         figures.append((f"{metric} against the train fraction, per encoder depth",
                         save_figure(fig, Path(out) / ACCURACY_FILE)))
     checkpoint = best.get("checkpoint_path") if best is not None else None
-    if isinstance(checkpoint, str) and Path(checkpoint).is_dir():
-        snapshots = load_snapshots(checkpoint)
-        if "column_query" in snapshots and _last_epoch(snapshots) is not None:
-            fig = examples_figure(snapshots, input_kind=_family_config(Path(checkpoint)).get("input"))
-            fig.suptitle(f"best trial {best.get('trial_id', '')}: fixed validation queries", fontsize=9)
-            figures.append(("Predictions of the best trial on fixed validation queries",
-                            save_figure(fig, Path(out) / EXAMPLES_FILE)))
+    with local_copy(checkpoint if isinstance(checkpoint, str) else None) as directory:
+        snapshots = load_snapshots(directory) if directory is not None else {}
+        input_kind = _family_input(directory) if directory is not None else None
+    if "column_query" in snapshots and _last_epoch(snapshots) is not None:
+        fig = examples_figure(snapshots, input_kind=input_kind)
+        fig.suptitle(f"best trial {best.get('trial_id', '')}: fixed validation queries", fontsize=9)
+        figures.append(("Predictions of the best trial on fixed validation queries",
+                        save_figure(fig, Path(out) / EXAMPLES_FILE)))
     return figures

@@ -142,7 +142,7 @@ def interpolation_figure(grid: np.ndarray, title: str = ""):
     return fig
 
 
-def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, Callable, str]:
+def _endpoints(model, info, checkpoint: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, Callable, str]:
     """``(a, b, decode, what)``: posterior means of two held-out images for a VAE (the first two rows the
     trial kept in its snapshots, else the first two of the rebuilt validation split), or two prior
     draws for a GAN."""
@@ -158,15 +158,17 @@ def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> 
         generator = torch.Generator().manual_seed(NOISE_SEED)
         codes = torch.randn(2, model.latent_dim, generator=generator).numpy()
         return codes[0], codes[1], as_numpy(model.generate), "two standard-normal codes"
+    from analysis.results import local_copy
     from trainables.loop import load_snapshots
 
-    kept = load_snapshots(checkpoint).get("inputs") if checkpoint else None  # rows the trial kept, if any
+    with local_copy(checkpoint) as directory:
+        kept = load_snapshots(directory).get("inputs") if directory is not None else None  # rows the trial kept
     if kept is not None and len(kept) >= 2:
         images = np.asarray(kept[:2], dtype=np.float32)  # (2, C, H, W)
     else:  # rebuild the held-out rows from the spec (in-memory datasets)
         from analysis.checkpoints import load_prepared
 
-        prepared = load_prepared(study_dir)
+        prepared = load_prepared(info)
         images = np.asarray(prepared.val["image"][:2], dtype=np.float32)  # (2, C, H, W)
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(images))
@@ -175,11 +177,12 @@ def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> 
         "posterior means of the first two held-out images"
 
 
-def study_interpolation_figure(study_dir, trials, best, out: Path) -> list[tuple[str, Path]]:
+def study_interpolation_figure(study, info, trials, best, out: Path) -> list[tuple[str, Path]]:
     """Report figure (``analysis.report.EXTRA_FIGURES``): lerp and slerp for the best trial.
 
     Args:
-        study_dir: The study directory (its ``spec.json`` names the dataset, for a VAE's images).
+        study: The study directory (unused).
+        info: The study's :class:`~analysis.results.StudyInfo` (its dataset, for a VAE's images).
         trials: The trials table (unused).
         best: The best trial's row, or None.
         out: The report directory; the figure goes to ``out / "interpolation.png"``.
@@ -193,14 +196,15 @@ def study_interpolation_figure(study_dir, trials, best, out: Path) -> list[tuple
             the figure as skipped).
     """
     from analysis.checkpoints import load_trial_model
+    from analysis.results import is_directory
 
     checkpoint = None if best is None else best.get("checkpoint_path")
-    if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
+    if not is_directory(checkpoint):
         return []
     model, trial = load_trial_model(checkpoint)
     if len(trial["input_shape"]) != 3 or not (hasattr(model, "generate") or hasattr(model, "decode")):
         return []
-    a, b, decode, what = _endpoints(model, Path(study_dir), checkpoint)
+    a, b, decode, what = _endpoints(model, info, checkpoint)
     grid = interpolation_grid(decode, a, b)
     fig = interpolation_figure(grid, f"best trial {best['trial_id']} ({trial['family']}): {what}")
     from analysis.plots import save_figure

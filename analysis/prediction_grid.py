@@ -13,7 +13,6 @@ Registered in :data:`analysis.report.EXTRA_FIGURES` as ``analysis.prediction_gri
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -136,50 +135,44 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
 
 def _tasks_of(checkpoint: Path) -> dict[str, dict[str, Any]] | None:
     """The ``tasks`` of the trial's family config (``trial.json``), or None."""
-    from trainables.loop import TRIAL_FILE
+    from analysis.results import read_json
+    from trainables.checkpoint import TRIAL_FILE
 
-    path = checkpoint / TRIAL_FILE
-    if not path.is_file():
+    if not (checkpoint / TRIAL_FILE).is_file():
         return None
-    tasks = json.loads(path.read_text()).get("family_config", {}).get("tasks")
+    tasks = read_json(checkpoint / TRIAL_FILE).get("family_config", {}).get("tasks")
     return dict(tasks) if tasks else None
 
 
-def _channel_names(study_dir: Path) -> list[str] | None:
-    """Channel names the dataset recorded in the study's ``data.json`` (jets: tracks, ecal, hcal), or None."""
-    from analysis.results import DATA_FILE
-
-    path = study_dir / DATA_FILE
-    if not path.is_file():
-        return None
-    info = json.loads(path.read_text())
-    names = info.get("channels") or info.get("preprocessing", {}).get("channels")
-    return list(names) if names else None
-
-
-def prediction_grid(study_dir: str | Path, trials, best, out: Path) -> list[tuple[str, Path]]:
+def prediction_grid(study, info, trials, best, out: Path) -> list[tuple[str, Path]]:
     """The report hook: the best trial's prediction grid, or ``[]`` when it kept no image snapshots.
 
     Args:
-        study_dir: The study directory (for ``data.json``'s channel names).
-        trials: The trials table (unused; the hook's common signature).
+        study: The study directory (for ``data.json``'s channel names).
+        info: The study's information (unused; the hook's common signature).
+        trials: The trials table (unused).
         best: The best trial's row (``checkpoint_path``, ``trial_id``), or None.
         out: The report directory.
 
     Returns:
         ``[(title, path of prediction_grid.png)]`` or ``[]``.
     """
+    from analysis.results import local_copy
     from trainables.loop import load_snapshots
 
-    if best is None or not isinstance(best.get("checkpoint_path"), str) or not Path(best["checkpoint_path"]).is_dir():
+    if best is None or not isinstance(best.get("checkpoint_path"), str):
         return []
-    checkpoint = Path(best["checkpoint_path"])
-    snapshots = load_snapshots(checkpoint)
+    with local_copy(best["checkpoint_path"]) as checkpoint:
+        if checkpoint is None:
+            return []
+        snapshots = load_snapshots(checkpoint)
+        tasks = _tasks_of(checkpoint)
     if snapshots.get("inputs") is None or snapshots["inputs"].ndim != 4 or not _epochs(snapshots, 1):
         return []
-    channels = _channel_names(Path(study_dir))
+    record = study.read_data_record()
+    channels = record.channels if record is not None else None
     inputs_channels = snapshots["inputs"].shape[1]
-    fig = prediction_grid_figure(snapshots, tasks=_tasks_of(checkpoint),
+    fig = prediction_grid_figure(snapshots, tasks=tasks,
                                  channel_names=channels if channels and len(channels) == inputs_channels else None)
     fig.suptitle(f"best trial {best.get('trial_id', '')}: fixed validation rows, truth on top", fontsize=9)
     path = save_figure(fig, Path(out) / FILENAME)

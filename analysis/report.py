@@ -16,8 +16,11 @@ Writes into ``STUDY_DIR/report/``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +35,8 @@ from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
 from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import StudyFileError, best_trial, load_epochs, load_metadata, load_trials  # noqa: E402
+from analysis.results import (EPOCHS_FILE, REPORT_DIR, StorageError, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
+                              best_trial, is_directory, load_epochs, load_trials)
 from datasets.registry import DataError  # noqa: E402
 from analysis.instrument import instrument_sections  # noqa: E402
 from analysis.tables import (best_configurations, disentanglement_table, markdown_table_html, to_markdown,  # noqa: E402
@@ -43,7 +47,8 @@ __all__ = ["write_report"]
 BASE_METRICS = ("val_elbo", "val_recon_loss", "val_kl")
 
 # Figures that only some studies have (toy data space, interpolations, prediction grids), as
-# "module:function" with ``function(study_dir, trials, best, out) -> [(title, path), ...]``, where
+# "module:function" with ``function(study, info, trials, best, out) -> [(title, path), ...]``, where
+# ``study`` is the StudyDir, ``info`` its StudyInfo,
 # ``best`` is the best trial's row (or None) and ``out`` the report directory; [] when the study
 # has nothing to show. A figure that fails is reported as skipped, with the reason.
 EXTRA_FIGURES: list[str] = [
@@ -60,14 +65,14 @@ def _failure(target: str, err: BaseException) -> str:
     return one_line(f"{target}: {type(err).__name__}: {message}")
 
 
-def _extra_figures(study_dir: Path, trials: pd.DataFrame, best, out: Path) -> tuple[list, list[str]]:
+def _extra_figures(study: StudyDir, info: StudyInfo, trials: pd.DataFrame, best, out: Path) -> tuple[list, list[str]]:
     import importlib
 
     figures, failed = [], []
     for target in EXTRA_FIGURES:
         module, name = target.split(":")
         try:
-            figures += getattr(importlib.import_module(module), name)(study_dir, trials, best, out)
+            figures += getattr(importlib.import_module(module), name)(study, info, trials, best, out)
         except Exception as err:  # one figure's failure must not cost the rest: it is listed with its error
             failed.append(_failure(target, err))
         plt.close("all")
@@ -85,7 +90,7 @@ def _metrics(trials: pd.DataFrame) -> list[str]:
 _save = plots.save_figure
 
 
-def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str, out: Path) -> tuple[list, str | None]:
+def _model_figures(info: StudyInfo, trials: pd.DataFrame, metric: str, mode: str, out: Path) -> tuple[list, str | None]:
     """Traversals, reconstructions and latent PCA of the best trial; ``(paths, why they do not apply)``.
 
     A study whose data has no factors, whose data file is not on this machine, or with no
@@ -95,10 +100,10 @@ def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str
     from analysis.checkpoints import load_ground_truth, load_trial_model, representation_fn
 
     best = best_trial(trials, metric, mode) if metric in trials else None
-    if best is None or not isinstance(best.get("checkpoint_path"), str) or not Path(best["checkpoint_path"]).is_dir():
+    if best is None or not is_directory(best.get("checkpoint_path")):
         return [], "no finished trial with a checkpoint"
     try:
-        ground_truth = load_ground_truth(study_dir)
+        ground_truth = load_ground_truth(info)
     except DataError as err:  # the data file may live on another machine
         return [], f"dataset not loadable here ({one_line(str(err).splitlines()[0])})"
     except NoGroundTruth as err:  # toy, images, jets: traversals by factor do not apply
@@ -122,29 +127,62 @@ def _model_figures(study_dir: Path, trials: pd.DataFrame, metric: str, mode: str
     return paths, None
 
 
-def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
-    """Writes the report of a study directory holding ``trials.parquet``; returns ``index.md``.
+def write_report(study: str | os.PathLike | StudyDir, *, out: str | os.PathLike | None = None,
+                 model_figures: bool = True) -> str:
+    """Writes the report of a study holding ``trials.parquet``; returns the location of ``index.md``.
 
     Args:
-        study_dir: The study directory.
+        study: The study: a local directory, a URI (``s3://bucket/studies/NAME``) or its StudyDir.
+        out: A local directory to write the report into instead of the study's ``report/``.
         model_figures: Also draw traversals, reconstructions and latent PCA of the best trial
             (needs its checkpoint and the dataset file).
 
     Raises:
-        FileNotFoundError: If the directory has no ``trials.parquet``.
+        FileNotFoundError: If the study has no ``trials.parquet``.
+        analysis.results.StudyFileError: If a table or its metadata cannot be read.
     """
-    study_dir = Path(study_dir)
-    if not (study_dir / "trials.parquet").is_file():
-        raise FileNotFoundError(f"{study_dir}: no trials.parquet (run the study, or python -m study.results)")
-    trials = load_trials(study_dir)
-    meta = load_metadata(study_dir)
-    epochs = load_epochs(study_dir) if (study_dir / "epochs.parquet").is_file() else None
-    by = [p for p in meta.get("searched_params", []) if p in trials] or ["trial_id"]
-    metrics = _metrics(trials)
-    objective = meta.get("objective", {"metric": ["mig"], "mode": ["max"]})
-    out = study_dir / "report"
-    out.mkdir(exist_ok=True)
+    study = study if isinstance(study, StudyDir) else StudyDir(study)
+    trials = load_trials(study)
+    info = study.read_info()
+    epochs = load_epochs(study) if study.is_file(EPOCHS_FILE) else None
+    with _staging(study, out) as directory:
+        sections, tables = _table_sections(trials, info, directory)
+        figures = _study_figures(trials, info, epochs, directory)
+        instrument, instrument_figures = _instrument(trials, info, directory)
+        sections += instrument
+        figures += instrument_figures
+        if model_figures:
+            best_sections, best_figures = _best_trial_figures(study, info, trials, directory)
+            sections += best_sections
+            figures += best_figures
+        for title, path in figures:
+            sections += [("h2", title), ("img", path.name)]
+        (directory / "index.md").write_text(_markdown(info.name, sections))
+        (directory / "index.html").write_text(_html(info.name, sections, *tables))
+    return str(Path(out) / "index.md") if out is not None else study.uri(REPORT_DIR, "index.md")
 
+
+@contextlib.contextmanager
+def _staging(study: StudyDir, out: str | os.PathLike | None):
+    """The local directory the report is drawn into: ``out``, the study's own ``report/`` when
+    local, else a temporary directory uploaded to the study's ``report/`` at the end."""
+    if out is not None or not study.remote:
+        directory = Path(out) if out is not None else Path(study.path(REPORT_DIR))
+        directory.mkdir(parents=True, exist_ok=True)
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="vae-study-report-") as tmp:
+        yield Path(tmp)
+        study.upload(Path(tmp), REPORT_DIR)
+
+
+def _searched(trials: pd.DataFrame, info: StudyInfo) -> list[str]:
+    return [p for p in info.searched_params if p in trials] or ["trial_id"]
+
+
+def _table_sections(trials: pd.DataFrame, info: StudyInfo, out: Path) -> tuple[list, tuple]:
+    """The status line, the disentanglement table and the best configurations (also as files)."""
+    by, metrics = _searched(trials, info), _metrics(trials)
     table = disentanglement_table(trials, by, metrics)
     write_table(table, out)
     best = best_configurations(trials, by, metrics)
@@ -157,8 +195,19 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
         ("h2", "Best configuration per metric"),
         ("table", to_markdown(best)),
     ]
-    numeric = [p for p in by if p != "trial_id" and pd.api.types.is_numeric_dtype(trials[p])]
-    param = "beta" if "beta" in numeric else (numeric[0] if numeric else None)
+    return sections, (table, best)
+
+
+def _color_param(trials: pd.DataFrame, info: StudyInfo) -> tuple[list[str], str | None]:
+    """The numeric searched parameters, and the one figures colour by (beta when searched)."""
+    numeric = [p for p in _searched(trials, info) if p != "trial_id" and pd.api.types.is_numeric_dtype(trials[p])]
+    return numeric, "beta" if "beta" in numeric else (numeric[0] if numeric else None)
+
+
+def _study_figures(trials: pd.DataFrame, info: StudyInfo, epochs: pd.DataFrame | None, out: Path) -> list:
+    """Trade-off, metrics per parameter, rate-distortion, Pareto front, correlations, learning curves."""
+    metrics = _metrics(trials)
+    numeric, param = _color_param(trials, info)
     figures: list[tuple[str, Path]] = []
     if param and {"mig", "val_recon_loss"} & set(trials.columns):
         figures.append((f"Trade-off over {param}", _save(plots.tradeoff_figure(trials, param), out / "tradeoff.png")))
@@ -167,9 +216,10 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
                         _save(plots.metric_vs_param_figure(trials, p, metrics), out / f"metrics_vs_{p}.png")))
     if {"val_kl", "val_recon_loss"} <= set(trials.columns):
         figures.append(("Rate-distortion", _save(plots.rate_distortion_figure(trials, param), out / "rate_distortion.png")))
-    pair = objective["metric"] if len(objective["metric"]) == 2 else ["mig", "val_recon_loss"]
+    objective = info.objective
+    pair = objective.metric if len(objective.metric) == 2 else ["mig", "val_recon_loss"]
     if set(pair) <= set(trials.columns):
-        modes = objective["mode"] if len(objective["metric"]) == 2 else ["max", "min"]
+        modes = objective.mode if len(objective.metric) == 2 else ["max", "min"]
         figures.append(("Pareto front (dominated trials faded)",
                         _save(plots.pareto_figure(trials, pair, modes), out / "pareto.png")))
     if len(metrics) >= 2:
@@ -180,38 +230,39 @@ def write_report(study_dir: str | Path, *, model_figures: bool = True) -> Path:
         figures.append(("Learning curves", _save(
             plots.learning_curves_figure(epochs, curves, color_by=param, trials=trials if param else None),
             out / "learning_curves.png")))
-    instrument, instrument_figures = instrument_sections(
-        trials, [p for p in by if p != "trial_id"], objective["metric"], objective["mode"], out,
-        metrics=list(dict.fromkeys([*objective["metric"], *metrics])))  # seed variance of every table metric
-    sections += instrument
-    figures += instrument_figures
-    failed: list[str] = []
-    if model_figures:
-        metric, mode = objective["metric"][0], objective["mode"][0]
-        titles = ["Latent traversals of the best trial (each latent over ±2 prior σ)",
-                  "Reconstructions of the best trial", "PCA of latent means, coloured by each factor"]
-        try:
-            paths, skipped = _model_figures(study_dir, trials, metric, mode, out)
-            figures += list(zip(titles, paths))
-            if skipped:
-                sections.append(("text", f"Best-trial figures do not apply: {skipped}."))
-        except Exception as err:  # listed with its error type below, never silently dropped
-            failed.append(_failure("best-trial figures", err))
-        plt.close("all")
-        best_row = best_trial(trials, metric, mode) if metric in trials else None
-        extra, extra_failed = _extra_figures(study_dir, trials, best_row, out)
-        figures += extra
-        failed += extra_failed
+    return figures
+
+
+def _instrument(trials: pd.DataFrame, info: StudyInfo, out: Path) -> tuple[list, list]:
+    """Importance per objective, parallel coordinates, and the seed-variance table of every table metric."""
+    objective = info.objective
+    params = [p for p in _searched(trials, info) if p != "trial_id"]
+    return instrument_sections(trials, params, objective.metric, objective.mode, out,
+                               metrics=list(dict.fromkeys([*objective.metric, *_metrics(trials)])))
+
+
+def _best_trial_figures(study: StudyDir, info: StudyInfo, trials: pd.DataFrame, out: Path) -> tuple[list, list]:
+    """Traversals, reconstructions, PCA and the study's extra figures of the best trial:
+    ``(sections, figures)``; a figure that fails is listed with its error, never dropped silently."""
+    metric, mode = info.objective.metric[0], info.objective.mode[0]
+    titles = ["Latent traversals of the best trial (each latent over ±2 prior σ)",
+              "Reconstructions of the best trial", "PCA of latent means, coloured by each factor"]
+    sections, figures, failed = [], [], []
+    try:
+        paths, skipped = _model_figures(info, trials, metric, mode, out)
+        figures += list(zip(titles, paths))
+        if skipped:
+            sections.append(("text", f"Best-trial figures do not apply: {skipped}."))
+    except Exception as err:  # listed with its error type below, never silently dropped
+        failed.append(_failure("best-trial figures", err))
+    plt.close("all")
+    best_row = best_trial(trials, metric, mode) if metric in trials else None
+    extra, extra_failed = _extra_figures(study, info, trials, best_row, out)
+    figures += extra
+    failed += extra_failed
     if failed:
-        sections.append(("h2", "Figures that failed"))
-        sections.append(("text", "\n".join(f"- {line}" for line in failed)))
-    for title, path in figures:
-        sections += [("h2", title), ("img", path.name)]
-    name = meta.get("name", study_dir.name)
-    index = out / "index.md"
-    index.write_text(_markdown(name, sections))
-    (out / "index.html").write_text(_html(name, sections, table, best))
-    return index
+        sections += [("h2", "Figures that failed"), ("text", "\n".join(f"- {line}" for line in failed))]
+    return sections, figures
 
 
 def _markdown(name: str, sections: list[tuple[str, str]]) -> str:
@@ -243,13 +294,14 @@ def _html(name: str, sections: list[tuple[str, str]], table: pd.DataFrame, best:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description="Write a study's report.")
-    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
+    parser.add_argument("--out", default=None, help="a local directory for the report (default: the study's report/)")
     parser.add_argument("--no-model-figures", action="store_true",
                         help="skip traversals, reconstructions and PCA (they load the best checkpoint and the data)")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.study_dir, model_figures=not args.no_model_figures))
-    except (FileNotFoundError, KeyError, StudyFileError) as err:
+        print(write_report(args.study, out=args.out, model_figures=not args.no_model_figures))
+    except (FileNotFoundError, KeyError, StudyFileError, StorageError) as err:
         print(f"error: {one_line(err.args[0] if isinstance(err, KeyError) else str(err))}", file=sys.stderr)
         return 2
     return 0

@@ -1,145 +1,784 @@
-"""Reading a study's files: parquet tables and JSON, usable from Jupyter with nothing else.
+"""The study directory: its one owner. File names, JSON records, parquet tables, provenance columns.
 
-A study directory is data: everything here reads parquet and JSON only, never a pickle (Ray
-Tune's ``tuner.pkl`` and experiment-state blobs are left alone; only a resume loads them, see
-``study.run``). File names of a study directory are defined here.
+A study lives at ``storage_path/name``: a local directory or a prefix in object storage
+(``s3://bucket/studies/NAME``, ``gs://...``, ``abfs://...``; anything pyarrow's filesystems or, through
+them, fsspec's resolve). :class:`StudyDir` is the filesystem seam: every read and write of a study's
+files goes through it, locally or remotely alike. What it holds:
+
+* ``spec.json`` (the validated spec, read by ``study.spec.StudySpec.load`` alone; its presence marks
+  the directory as a study), ``data.json`` (:class:`DataRecord`), ``trial_status/<trial_id>.json``
+  (:class:`TrialStatus`) and ``trial_status/current.json`` (the trials Tune holds);
+* Ray Tune's trial directories (``params.json``, ``result.json``, ``error.txt``,
+  ``checkpoint_NNNNNN/`` with the loop's ``trial.json``), read as JSON only;
+* ``trials.parquet`` and ``epochs.parquet``, built from the above by :func:`write_tables`, whose
+  schema metadata (key ``vae_study``) carries the :class:`StudyInfo` the analysis needs;
+* ``report/``, ``optuna.journal``.
+
+A study directory is data: everything here reads parquet and JSON only, never a pickle (Ray Tune's
+``tuner.pkl`` and experiment-state blobs are left alone; only a resume loads them, see ``study.run``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["SPEC_FILE", "DATA_FILE", "StudyFileError", "load_trials", "load_epochs", "load_metadata", "read_json",
-           "read_spec", "best_trial", "write_parquet", "resolve_checkpoint"]
+from analysis.metrics import metric_mode
+from datasets.registry import DatasetOptions, Fingerprint, get_dataset
+from trainables.checkpoint import PROVENANCE_FIELDS, TRIAL_FILE
+from trainables.loop import REPEAT_KEY, trial_seed
+
+__all__ = [
+    "SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TRIALS_FILE", "EPOCHS_FILE", "REPORT_DIR",
+    "JOURNAL_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StorageError", "StudyDir", "StudyInfo",
+    "DataRecord", "TrialStatus", "open_location", "is_uri", "build_tables", "write_tables", "load_trials",
+    "load_epochs", "load_info", "best_trial", "resolve_checkpoint", "local_copy", "read_json", "is_directory",
+]
 
 SPEC_FILE = "spec.json"  # the validated spec a study ran with; also marks a directory as a vae-study study
 DATA_FILE = "data.json"  # the data source, its fingerprint, row counts and preprocessing statistics
+STATUS_DIR = "trial_status"  # trial_status/<trial_id>.json: written by the driver as Tune reports
+CURRENT_FILE = "current.json"  # trial_status/current.json: the ids of the trials Tune holds
+TRIALS_FILE = "trials.parquet"
+EPOCHS_FILE = "epochs.parquet"
+REPORT_DIR = "report"
+JOURNAL_FILE = "optuna.journal"  # the study's Optuna storage: optuna-dashboard STUDY/optuna.journal
+METADATA_KEY = b"vae_study"  # parquet schema metadata: the StudyInfo as JSON
+FINAL_STATUSES = ("TERMINATED", "ERROR")
+# Keys Tune adds to every result; not metrics of ours.
+TUNE_FIELDS = frozenset({
+    "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
+    "experiment_tag", "config", "training_iteration", "time_total_s",
+})  # fmt: skip
+# Packages that bring the filesystems of the usual schemes, named in the error when one is missing.
+_SCHEME_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
+                    "az": "adlfs", "hf": "huggingface_hub", "http": "aiohttp", "https": "aiohttp"}
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class StudyFileError(ValueError):
     """A file of a study directory is missing, unreadable or corrupt; the message names it."""
 
 
-def _table_path(study: str | Path, name: str) -> Path:
-    path = Path(study)
-    return path / name if path.is_dir() else path
+class StorageError(ValueError):
+    """A storage location that cannot be used (unknown scheme, missing package, refused); one line."""
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (run the study, or python -m study.results)")
+# --- the filesystem seam -------------------------------------------------------------------------
+
+def is_uri(location: str | os.PathLike) -> bool:
+    """Whether ``location`` names object storage (``scheme://...``) rather than a local path."""
+    text = os.fspath(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str, str]:
+    """The filesystem of a local path or URI, the path inside it, and the canonical location.
+
+    Local paths are made absolute with ``~`` expanded (``file://`` too). A URI goes to pyarrow's
+    own filesystems (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``), else to an installed fsspec
+    implementation of its scheme. Credentials and endpoints come from each cloud's standard
+    environment and config files only (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+
+    Returns:
+        ``(filesystem, path, location)``: ``location`` is the absolute local path or the URI
+        without a trailing slash.
+
+    Raises:
+        StorageError: If the scheme is unknown or the package its filesystem needs is not installed.
+    """
+    text = os.fspath(location)
+    if not is_uri(text):
+        local = os.path.realpath(os.path.expanduser(text.removeprefix("file://")))  # no error on a symlink loop
+        return pafs.LocalFileSystem(), local, local
+    text = text.rstrip("/")
     try:
-        return pd.read_parquet(path)
-    except (OSError, pa.ArrowException, ValueError) as err:
-        raise StudyFileError(f"{path}: not a readable parquet table ({type(err).__name__}: {err})") from None
+        fs, path = pafs.FileSystem.from_uri(text)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        fs, path = _fsspec_filesystem(text)
+    except OSError as err:
+        raise StorageError(f"{text}: cannot open the storage ({_first_line(err)})") from None
+    return fs, path.rstrip("/"), text
 
 
-def load_trials(study: str | Path, *, resolve_checkpoints: bool = True) -> pd.DataFrame:
-    """``trials.parquet`` of a study directory (or the parquet file itself): one row per trial.
+def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    scheme = uri.split("://", 1)[0].lower()
+    package = _SCHEME_PACKAGES.get(scheme)
+    try:
+        import fsspec
+
+        fs = fsspec.filesystem(scheme)
+    except ImportError:
+        hint = f"pip install {package}" if package else f"install the fsspec filesystem of {scheme}://"
+        raise StorageError(f"{uri}: the {scheme}:// scheme needs a package that is not installed ({hint})") from None
+    except ValueError:
+        raise StorageError(f"{uri}: unknown storage scheme {scheme}://; expected a local path or a URI such as "
+                           "s3://bucket/prefix, gs://, abfs://") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), fs._strip_protocol(uri)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
+# --- records -------------------------------------------------------------------------------------
+
+class TrialStatus(BaseModel):
+    """``trial_status/<trial_id>.json``: a trial's status as Tune last reported it."""
+
+    model_config = _FROZEN
+    trial_id: str
+    status: Literal["RUNNING", "TERMINATED", "ERROR"]
+    trial_dir: str  # the name of Tune's trial directory in the study directory
+
+
+class DataRecord(BaseModel):
+    """``data.json``: what the study read. Dataset-specific facts (row counts, preprocessing
+    statistics computed on train rows, channel names, ...) follow as further keys (:attr:`facts`).
+
+    Attributes:
+        source: The data's path or URI, or a description of generated data.
+        fingerprint: Size and digest of what was read (a resume on other data is refused).
+        started_in: The study location the study started in (a copy is not resumed).
+        channels: Names of the image channels, when the dataset names them (jets).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    source: str
+    fingerprint: Fingerprint | None = None
+    started_in: str | None = None
+    channels: list[str] | None = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The dataset-specific keys (JSON values)."""
+        return dict(self.model_extra or {})
+
+
+class ObjectiveInfo(BaseModel):
+    """The objective metrics of a study, each with ``min`` or ``max``."""
+
+    model_config = _FROZEN
+    metric: list[str] = Field(min_length=1)
+    mode: list[Literal["min", "max"]] = Field(min_length=1)
+
+
+class EvaluationInfo(BaseModel):
+    """The end-of-trial evaluation settings (``evaluation`` in the spec)."""
+
+    model_config = _FROZEN
+    metrics: list[str]
+    num_train: int = Field(gt=0)
+    num_test: int = Field(gt=0)
+
+
+class StudyInfo(BaseModel):
+    """What the analysis knows of a study besides its tables, stored in their parquet metadata.
+
+    Written by ``study`` from the validated spec (the analysis never reads ``spec.json``).
+
+    Attributes:
+        name: The study name.
+        seed: The study seed (split, sampler and trial seeds derive from it).
+        dataset: The validated ``dataset`` section as JSON values (:meth:`dataset_options`).
+        families: The families the study trains.
+        family: The fixed ``family`` values (without ``name``).
+        searched_params: Search-space parameters that vary.
+        search_params: Every search-space parameter (fixed ones included).
+        objective: The objective metrics and modes.
+        evaluation: The end-of-trial evaluation settings.
+    """
+
+    model_config = _FROZEN
+    name: str
+    seed: int = Field(ge=0)
+    dataset: dict[str, Any]
+    families: list[str]
+    family: dict[str, Any]
+    searched_params: list[str]
+    search_params: list[str]
+    objective: ObjectiveInfo
+    evaluation: EvaluationInfo
+
+    def dataset_options(self) -> DatasetOptions:
+        """The dataset section as its dataset's validated options (loads the data again with the seed)."""
+        return get_dataset(self.dataset["name"]).options_cls(**self.dataset)
+
+
+@dataclass(frozen=True)
+class TrialFiles:
+    """One Tune trial directory of a study, read as JSON."""
+
+    trial_id: str
+    name: str  # the directory's name in the study directory
+    reports: list[dict[str, Any]]  # result.json, one mapping per report
+    params: dict[str, Any]  # params.json: the sampled configuration (with the repeat index)
+    error: str | None  # the last error line of error.txt
+    checkpoint: str | None  # TRIAL_DIR/checkpoint_NNNNNN of the latest checkpoint, relative to the study
+
+
+# --- the study directory -------------------------------------------------------------------------
+
+class StudyDir:
+    """A study directory, local or in object storage: every read and write of its files.
 
     Args:
-        study: The study directory or its ``trials.parquet``.
+        location: A local path (``~`` expanded) or a URI (``s3://bucket/studies/NAME``).
+
+    Raises:
+        StorageError: If the location's scheme is unknown or its filesystem package is missing.
+    """
+
+    def __init__(self, location: str | os.PathLike):
+        self.fs, self.root, self.location = open_location(location)
+        self.remote = not isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"StudyDir({self.location!r})"
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def name(self) -> str:
+        """The study directory's last path component."""
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    def path(self, *parts: str) -> str:
+        """The path of ``parts`` inside the filesystem (``root/a/b``)."""
+        return "/".join([self.root, *parts]) if parts else self.root
+
+    def uri(self, *parts: str) -> str:
+        """The location of ``parts`` (a local path or a URI)."""
+        return "/".join([self.location, *parts]) if parts else self.location
+
+    def _info(self, *parts: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(self.path(*parts))
+        except OSError as err:
+            raise StudyFileError(f"{self.uri(*parts)}: cannot be read ({_first_line(err)})") from None
+
+    def exists(self, *parts: str) -> bool:
+        """Whether ``parts`` (a file or a directory) exists."""
+        return self._info(*parts).type != pafs.FileType.NotFound
+
+    def is_file(self, *parts: str) -> bool:
+        return self._info(*parts).type == pafs.FileType.File
+
+    def is_dir(self, *parts: str) -> bool:
+        """Whether ``parts`` is a directory (in object storage: a prefix holding objects)."""
+        info = self._info(*parts)
+        return info.type == pafs.FileType.Directory
+
+    def listdir(self, *parts: str) -> list[pafs.FileInfo]:
+        """The entries directly under ``parts`` (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True, recursive=False)
+        try:
+            return list(self.fs.get_file_info(selector))
+        except OSError as err:
+            raise StudyFileError(f"{self.uri(*parts)}: cannot be listed ({_first_line(err)})") from None
+
+    def is_empty(self) -> bool:
+        """Whether the study directory is missing or holds nothing."""
+        return not self.exists() or not self.listdir()
+
+    def read_bytes(self, *parts: str) -> bytes:
+        """A file's bytes.
+
+        Raises:
+            FileNotFoundError: If it does not exist.
+            StudyFileError: If it cannot be read.
+        """
+        try:
+            with self.fs.open_input_stream(self.path(*parts)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri(*parts)}: no such file") from None
+        except OSError as err:
+            if not self.exists(*parts):
+                raise FileNotFoundError(f"{self.uri(*parts)}: no such file") from None
+            raise StudyFileError(f"{self.uri(*parts)}: not readable ({_first_line(err)})") from None
+
+    def read_text(self, *parts: str) -> str:
+        """A UTF-8 text file (undecodable bytes replaced)."""
+        return self.read_bytes(*parts).decode("utf-8", errors="replace")
+
+    def read_json(self, *parts: str) -> Any:
+        """A JSON file.
+
+        Raises:
+            FileNotFoundError: If it does not exist.
+            StudyFileError: If it is not UTF-8 JSON.
+        """
+        data = self.read_bytes(*parts)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise StudyFileError(f"{self.uri(*parts)}: not valid JSON ({_first_line(err)})") from None
+
+    def write_bytes(self, *parts: str, data: bytes) -> None:
+        """Writes a file whole: locally to a temporary name, then renamed; an object is one PUT."""
+        path = self.path(*parts)
+        if self.remote:  # objects need no directories (and create_dir would leave marker objects)
+            with self.fs.open_output_stream(path) as stream:
+                stream.write(data)
+            return
+        os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def write_text(self, *parts: str, text: str) -> None:
+        self.write_bytes(*parts, data=text.encode("utf-8"))
+
+    def write_json(self, *parts: str, value: Any) -> None:
+        self.write_text(*parts, text=json.dumps(value, indent=2, default=str))
+
+    def delete(self, *parts: str) -> None:
+        """Deletes a file or a directory with everything under it (nothing when missing)."""
+        info = self._info(*parts)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(*parts))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path(*parts))
+
+    def probe(self) -> None:
+        """Checks that the study location can be written, leaving nothing behind: locally, a
+        temporary directory is made and removed in the nearest existing ancestor; in object
+        storage, a marker object is written and deleted.
+
+        Raises:
+            StorageError: One line naming the location and why (no such bucket, access denied,
+                read-only, a part of the path is a file, ...).
+        """
+        try:
+            if self.remote:
+                name = f".vae-study-probe-{uuid.uuid4().hex[:12]}"
+                self.write_bytes(name, data=b"probe")
+                self.fs.delete_file(self.path(name))
+                return
+            probe = self.root
+            while True:  # the nearest existing ancestor (a symlink loop or a long name raises)
+                try:
+                    mode = os.stat(probe).st_mode
+                    break
+                except (FileNotFoundError, NotADirectoryError):
+                    probe = os.path.dirname(probe)
+            if not stat.S_ISDIR(mode):
+                what = "study directory" if probe == self.root else "directory"
+                raise StorageError(f"storage_path: {probe} is a file; expected a {what}")
+            os.rmdir(tempfile.mkdtemp(prefix=".vae-study-probe-", dir=probe))
+        except StorageError:
+            raise
+        except (OSError, RuntimeError, ValueError) as err:  # EACCES, EROFS, ENAMETOOLONG, ELOOP, no bucket
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+            raise StorageError(f"storage_path: {self.location} cannot be created or written ({reason})") from None
+
+    @contextlib.contextmanager
+    def local(self, *parts: str) -> Iterator[Path]:
+        """A local directory holding ``parts``: itself when local, else a temporary download."""
+        if not self.remote:
+            yield Path(self.path(*parts))
+            return
+        with tempfile.TemporaryDirectory(prefix="vae-study-") as tmp:
+            pafs.copy_files(self.path(*parts), tmp, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            yield Path(tmp)
+
+    def upload(self, local_dir: Path, *parts: str) -> None:
+        """Copies the files of a local directory to ``parts`` (no-op when that is the same place)."""
+        target = self.path(*parts)
+        if not self.remote and Path(target).resolve() == Path(local_dir).resolve():
+            return
+        if not self.remote:
+            os.makedirs(target, exist_ok=True)
+        pafs.copy_files(str(local_dir), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+    # --- parquet tables ---------------------------------------------------------------------------
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """A parquet table of the study.
+
+        Raises:
+            FileNotFoundError: If it does not exist.
+            StudyFileError: If it is not a readable parquet table.
+        """
+        if not self.is_file(name):
+            raise FileNotFoundError(f"{self.uri(name)}: no such file (run the study, or python -m study.results)")
+        try:
+            return pq.read_table(self.path(name), filesystem=self.fs).to_pandas()
+        except (OSError, pa.ArrowException, ValueError) as err:
+            raise StudyFileError(f"{self.uri(name)}: not a readable parquet table ({_first_line(err)})") from None
+
+    def write_table(self, name: str, frame: pd.DataFrame, info: StudyInfo) -> None:
+        """Writes a parquet table whole (temporary name, then rename) with ``info`` in its metadata."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               METADATA_KEY: info.model_dump_json()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.write_bytes(name, data=sink.getvalue().to_pybytes())
+
+    def read_info(self) -> StudyInfo:
+        """The :class:`StudyInfo` stored with ``trials.parquet``.
+
+        Raises:
+            FileNotFoundError: If there is no ``trials.parquet``.
+            StudyFileError: If its metadata is missing or from an older vae-study.
+        """
+        if not self.is_file(TRIALS_FILE):
+            raise FileNotFoundError(f"{self.uri(TRIALS_FILE)}: no such file (run the study, or python -m study.results)")
+        try:
+            with self.fs.open_input_file(self.path(TRIALS_FILE)) as handle:
+                raw = (pq.read_schema(handle).metadata or {}).get(METADATA_KEY)
+            return StudyInfo.model_validate_json(raw or b"null")
+        except (OSError, pa.ArrowException) as err:
+            raise StudyFileError(f"{self.uri(TRIALS_FILE)}: not a readable parquet table ({_first_line(err)})") from None
+        except ValidationError:
+            raise StudyFileError(f"{self.uri(TRIALS_FILE)}: no study information in its metadata (written by an older "
+                                 "vae-study?); rebuild the tables with python -m study.results STUDY") from None
+
+    # --- records ----------------------------------------------------------------------------------
+
+    def read_data_record(self) -> DataRecord | None:
+        """``data.json``, or None when the study has none yet.
+
+        Raises:
+            StudyFileError: If it is corrupt.
+        """
+        if not self.is_file(DATA_FILE):
+            return None
+        try:
+            return DataRecord.model_validate(self.read_json(DATA_FILE))
+        except ValidationError as err:
+            raise StudyFileError(f"{self.uri(DATA_FILE)}: not a data record ({_first_line(err)})") from None
+
+    def write_data_record(self, record: DataRecord) -> None:
+        self.write_json(DATA_FILE, value=record.model_dump())  # numpy scalars among the facts as text
+
+    def write_status(self, status: TrialStatus, current: list[str]) -> None:
+        """Records a trial's status and the ids of the trials Tune holds now (an errored trial restarted
+        with ``--restart-errored`` is replaced by a new one, whose old directory must not count)."""
+        self.write_text(STATUS_DIR, f"{status.trial_id}.json", text=status.model_dump_json())
+        self.write_json(STATUS_DIR, CURRENT_FILE, value={"trial_ids": list(current)})
+
+    def trial_statuses(self) -> dict[str, TrialStatus]:
+        """``trial_id -> TrialStatus`` from ``trial_status/*.json`` (unreadable records skipped)."""
+        statuses = {}
+        for entry in self.listdir(STATUS_DIR):
+            if not entry.base_name.endswith(".json") or entry.base_name == CURRENT_FILE:
+                continue
+            try:
+                status = TrialStatus.model_validate(self.read_json(STATUS_DIR, entry.base_name))
+            except (ValidationError, StudyFileError, FileNotFoundError):
+                continue
+            statuses[status.trial_id] = status
+        return statuses
+
+    def current_trials(self) -> set[str] | None:
+        """The ids of the trials Tune holds (``trial_status/current.json``), or None when not recorded."""
+        if not self.is_file(STATUS_DIR, CURRENT_FILE):
+            return None
+        record = self.read_json(STATUS_DIR, CURRENT_FILE)
+        ids = record.get("trial_ids") if isinstance(record, dict) else None
+        return set(ids) if isinstance(ids, list) else None
+
+    def provenance(self, checkpoint: str | None) -> dict[str, Any]:
+        """What the trial stamped in its checkpoint's ``trial.json``: one value per provenance field
+        (None when absent; ``gpu_ids`` comma-joined, ``""`` on the CPU)."""
+        stamp: dict[str, Any] = {}
+        if checkpoint is not None and self.is_file(checkpoint, TRIAL_FILE):
+            try:
+                record = self.read_json(checkpoint, TRIAL_FILE)
+            except StudyFileError:
+                record = {}
+            stamp = record.get("provenance") if isinstance(record, dict) else None
+            stamp = stamp if isinstance(stamp, dict) else {}
+        row = {key: stamp.get(key) for key in PROVENANCE_FIELDS}
+        if isinstance(row.get("gpu_ids"), list):
+            row["gpu_ids"] = ",".join(str(i) for i in row["gpu_ids"])
+        return row
+
+    # --- Tune's trial directories -----------------------------------------------------------------
+
+    def trials(self) -> list[TrialFiles]:
+        """The Tune trial directories (holding ``params.json``) that count, by trial id: a directory
+        of a trial Tune replaced (an errored trial restarted) is left out."""
+        names = [entry.base_name for entry in self.listdir() if entry.type == pafs.FileType.Directory]
+        marks = self.fs.get_file_info([self.path(name, "params.json") for name in names]) if names else []
+        names = [name for name, mark in zip(names, marks) if mark.type == pafs.FileType.File]
+        by_dir = {status.trial_dir: status.trial_id for status in self.trial_statuses().values()}
+        current = self.current_trials()
+        found = []
+        for name in sorted(names):
+            files = self._trial_files(name, by_dir.get(name))
+            if current is None or files.trial_id in current:
+                found.append(files)
+        return found
+
+    def _trial_files(self, name: str, trial_id: str | None) -> TrialFiles:
+        reports = self._reports(name)
+        if trial_id is None:
+            reported = reports[-1].get("trial_id") if reports else None
+            trial_id = str(reported) if reported else name
+        params = self.read_json(name, "params.json")
+        checkpoints = sorted(e.base_name for e in self.listdir(name) if e.base_name.startswith("checkpoint_")
+                             and e.type == pafs.FileType.Directory)
+        return TrialFiles(trial_id=trial_id, name=name, reports=reports,
+                          params=dict(params) if isinstance(params, dict) else {}, error=self._error_line(name),
+                          checkpoint=f"{name}/{checkpoints[-1]}" if checkpoints else None)
+
+    def _reports(self, name: str) -> list[dict[str, Any]]:
+        """``result.json`` of a trial: one JSON object per line; a torn last line is skipped."""
+        if not self.is_file(name, "result.json"):
+            return []
+        rows = []
+        for line in self.read_text(name, "result.json").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def _error_line(self, name: str) -> str | None:
+        if not self.is_file(name, "error.txt"):
+            return None
+        lines = [ln.strip() for ln in self.read_text(name, "error.txt").splitlines() if ln.strip()]
+        causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
+        return (causes[-1] if causes else lines[-1] if lines else "error")[:500]
+
+
+# --- the tables ----------------------------------------------------------------------------------
+
+def _cell(value: Any) -> Any:
+    """Config values as parquet-friendly scalars (lists and dicts as JSON text)."""
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+
+
+def _trial_row(study: StudyDir, trial: TrialFiles, status: str | None, seed: int) -> dict[str, Any]:
+    """One row of ``trials.parquet``: id, status, error, config, repeat/seed, last and best metrics,
+    epochs run, wall time, checkpoint (relative to the study directory) and provenance."""
+    if status not in FINAL_STATUSES:
+        # Not ended in Tune's eyes: errored (and the driver died before recording it), or
+        # interrupted. A trial restarted after a failure keeps its error.txt but ends TERMINATED.
+        status = "ERROR" if trial.error is not None else "INCOMPLETE"
+    config = dict(trial.params)
+    repeat = int(config.pop(REPEAT_KEY, 0))
+    row: dict[str, Any] = {"trial_id": trial.trial_id, "status": status, "error": trial.error}
+    row.update({k: _cell(v) for k, v in config.items()})
+    row.update({"repeat": repeat, "seed": trial_seed(seed, repeat)})
+    row.update(_metric_columns(trial.reports))
+    last = trial.reports[-1] if trial.reports else {}
+    row["epochs_run"] = int(last.get("epoch", 0))
+    row["wall_seconds"] = float(last.get("time_total_s", float("nan")))
+    row["checkpoint_path"] = trial.checkpoint
+    row.update(study.provenance(trial.checkpoint))
+    return row
+
+
+def _metric_columns(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last value of every reported metric, and ``best_<metric>`` over the reports for each
+    metric with a known direction."""
+    history = pd.DataFrame(reports)
+    names = [c for c in history.columns if c not in TUNE_FIELDS and c != "epoch"]
+    last = reports[-1] if reports else {}
+    columns = {name: last[name] for name in names if name in last}
+    for name in names:
+        try:
+            mode = metric_mode(name)
+        except KeyError:
+            continue
+        values = pd.to_numeric(history[name], errors="coerce")
+        if values.notna().any():
+            columns[f"best_{name}"] = values.max() if mode == "max" else values.min()
+    return columns
+
+
+def _epoch_rows(trial: TrialFiles) -> pd.DataFrame | None:
+    history = pd.DataFrame(trial.reports)
+    if not len(history) or "epoch" not in history:
+        return None
+    epochs = history[["epoch"] + [c for c in history.columns if c not in TUNE_FIELDS and c != "epoch"]].copy()
+    epochs.insert(0, "trial_id", trial.trial_id)
+    return epochs
+
+
+def build_tables(study: StudyDir, info: StudyInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reads a study directory's JSON into the trials and epochs tables (see the module docstring).
+
+    Args:
+        study: The study directory.
+        info: The study's information (its seed derives each trial's seed).
+
+    Returns:
+        ``(trials, epochs)``: one row per trial; one row per trial and reported epoch.
+
+    Raises:
+        StudyFileError: If a file of the study is corrupt or cannot be read.
+    """
+    statuses = study.trial_statuses()
+    trials = study.trials()
+    rows = [_trial_row(study, t, statuses[t.trial_id].status if t.trial_id in statuses else None, info.seed)
+            for t in trials]
+    current = study.current_trials()
+    seen = {t.trial_id for t in trials}
+    for trial_id, status in statuses.items():  # errored before Tune made its directory
+        if trial_id not in seen and (current is None or trial_id in current):
+            rows.append({"trial_id": trial_id, "status": status.status, "error": None})
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["trial_id", "status", "error"])
+    frames = [frame for frame in map(_epoch_rows, trials) if frame is not None]
+    epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id", "epoch"])
+    return table, epochs
+
+
+def write_tables(study: StudyDir, info: StudyInfo) -> tuple[str, str]:
+    """Builds and writes ``trials.parquet`` and ``epochs.parquet``; returns their locations."""
+    trials, epochs = build_tables(study, info)
+    study.write_table(TRIALS_FILE, trials, info)
+    study.write_table(EPOCHS_FILE, epochs, info)
+    return study.uri(TRIALS_FILE), study.uri(EPOCHS_FILE)
+
+
+# --- reading a study (Jupyter, report, rescore) ----------------------------------------------------
+
+def _study_of(study: str | os.PathLike | StudyDir) -> StudyDir:
+    """A :class:`StudyDir` from a study location, or from the location of one of its parquet tables."""
+    if isinstance(study, StudyDir):
+        return study
+    text = os.fspath(study).rstrip("/")
+    if text.endswith(".parquet"):
+        text = text.rsplit("/", 1)[0] if "/" in text else "."
+    return StudyDir(text)
+
+
+def load_trials(study: str | os.PathLike | StudyDir, *, resolve_checkpoints: bool = True) -> pd.DataFrame:
+    """``trials.parquet`` of a study (a local directory, a URI, or the parquet file itself).
+
+    Args:
+        study: The study location or its ``trials.parquet``.
         resolve_checkpoints: Turn ``checkpoint_path`` (stored relative to the study directory)
-            into a path that exists where the table is read (see :func:`resolve_checkpoint`);
+            into a location that exists where the table is read (see :func:`resolve_checkpoint`);
             False keeps the stored values (for rewriting the table).
+
+    Returns:
+        One row per trial (see ``docs/analysis.md`` for the columns).
+
+    Raises:
+        FileNotFoundError: If the table does not exist.
+        StudyFileError: If it is not a readable parquet file.
+    """
+    study = _study_of(study)
+    trials = study.read_table(TRIALS_FILE)
+    if resolve_checkpoints and "checkpoint_path" in trials:
+        trials["checkpoint_path"] = [resolve_checkpoint(study, value) for value in trials["checkpoint_path"]]
+    return trials
+
+
+def load_epochs(study: str | os.PathLike | StudyDir) -> pd.DataFrame:
+    """``epochs.parquet`` of a study: one row per trial and epoch.
 
     Raises:
         FileNotFoundError: If the file does not exist.
         StudyFileError: If it is not a readable parquet file.
     """
-    path = _table_path(study, "trials.parquet")
-    trials = _read_parquet(path)
-    if resolve_checkpoints and "checkpoint_path" in trials:
-        trials["checkpoint_path"] = [resolve_checkpoint(path.parent, value) for value in trials["checkpoint_path"]]
-    return trials
+    return _study_of(study).read_table(EPOCHS_FILE)
 
 
-def resolve_checkpoint(study_dir: Path, stored: Any) -> str | None:
-    """A trial's checkpoint directory as found under ``study_dir``.
+def load_info(study: str | os.PathLike | StudyDir) -> StudyInfo:
+    """The :class:`StudyInfo` stored with a study's tables (name, seed, dataset, searched
+    parameters, objective, evaluation).
+
+    Raises:
+        FileNotFoundError: If the study has no ``trials.parquet``.
+        StudyFileError: If the table or its metadata cannot be read.
+    """
+    return _study_of(study).read_info()
+
+
+def resolve_checkpoint(study: StudyDir | str | os.PathLike, stored: Any) -> str | None:
+    """A trial's checkpoint location as found in ``study``.
 
     ``stored`` is ``TRIAL_DIR/checkpoint_NNNNNN`` relative to the study directory; tables from
     before that was so hold an absolute path, which is kept when it exists and otherwise looked
-    for as its last two parts under ``study_dir`` (a study copied from a cluster).
+    for as its last two parts in the study (a study copied from a cluster).
 
     Returns:
-        The path as a string; the stored value (None, NaN) when there is none; an absolute path
-        that exists nowhere is returned unchanged, so readers skip it as missing.
+        The location as a string (a local path or a URI); None when there is none (None, NaN); an
+        absolute path that exists nowhere is returned unchanged, so readers skip it as missing.
     """
+    study = _study_of(study)
     if not isinstance(stored, str):
         return None
     path = Path(stored)
     if not path.is_absolute():
-        return str(study_dir / path)
-    rebased = study_dir.joinpath(*path.parts[-2:])
-    return str(rebased) if not path.exists() and rebased.is_dir() else stored
+        return study.uri(*path.parts)
+    if not path.exists() and study.is_dir(*path.parts[-2:]):
+        return study.uri(*path.parts[-2:])
+    return stored
 
 
-def load_epochs(study: str | Path) -> pd.DataFrame:
-    """``epochs.parquet`` of a study directory: one row per trial and epoch.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        StudyFileError: If it is not a readable parquet file.
-    """
-    return _read_parquet(_table_path(study, "epochs.parquet"))
+def is_directory(location: Any) -> bool:
+    """Whether ``location`` (a local path or a URI; anything else is not) is an existing directory."""
+    if not isinstance(location, (str, os.PathLike)):
+        return False
+    fs, path, _ = open_location(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
-def load_metadata(study: str | Path) -> dict[str, Any]:
-    """The study metadata stored in the parquet schema: name, searched params, objective.
-
-    Raises:
-        StudyFileError: If the table or its metadata cannot be read.
-    """
-    path = _table_path(study, "trials.parquet")
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(b"vae_study")
-        return json.loads(raw) if raw else {}
-    except (OSError, pa.ArrowException, ValueError) as err:
-        raise StudyFileError(f"{path}: metadata not readable ({type(err).__name__}: {err})") from None
-
-
-def read_json(path: str | Path) -> Any:
-    """A JSON file of a study directory.
+def read_json(location: str | os.PathLike) -> Any:
+    """One JSON file anywhere (a local path or a URI), e.g. a checkpoint's ``trial.json``.
 
     Raises:
         FileNotFoundError: If it does not exist.
         StudyFileError: If it is not UTF-8 JSON.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError) as err:
-        raise StudyFileError(f"{path}: not readable ({type(err).__name__}: {err})") from None
-    try:
-        return json.loads(text)
-    except ValueError as err:
-        raise StudyFileError(f"{path}: not valid JSON ({err})") from None
+    text = os.fspath(location)
+    parent, _, name = text.rstrip("/").rpartition("/")
+    return StudyDir(parent or ".").read_json(name)
 
 
-def read_spec(study_dir: str | Path) -> dict[str, Any]:
-    """The spec a study ran with (``spec.json``), as plain JSON values.
-
-    Raises:
-        FileNotFoundError: If the directory holds no ``spec.json`` (not a vae-study study).
-        StudyFileError: If the file is corrupt or not a spec mapping.
-    """
-    path = Path(study_dir) / SPEC_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{Path(study_dir)}: no {SPEC_FILE}; not a vae-study study directory")
-    spec = read_json(path)
-    if not isinstance(spec, dict) or not isinstance(spec.get("dataset"), dict) or "name" not in spec:
-        raise StudyFileError(f"{path}: not a study spec (expected a mapping with name and dataset)")
-    return spec
+@contextlib.contextmanager
+def local_copy(location: str | os.PathLike | None) -> Iterator[Path | None]:
+    """A local directory with the files of ``location`` (a checkpoint, say): the directory itself
+    when local, a temporary download when in object storage; None when it does not exist (or
+    ``location`` is None)."""
+    if not is_directory(location):
+        yield None
+        return
+    fs, path, _ = open_location(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        yield None
+        return
+    if isinstance(fs, pafs.LocalFileSystem):
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="vae-study-") as tmp:
+        pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield Path(tmp)
 
 
 def best_trial(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
@@ -150,17 +789,3 @@ def best_trial(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None
     index = done[metric].idxmax() if mode == "max" else done[metric].idxmin()
     return done.loc[index]
 
-
-def write_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Writes ``frame`` to ``path`` atomically (temporary file, then rename), with metadata."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if metadata is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"vae_study": json.dumps(metadata)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

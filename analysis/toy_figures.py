@@ -36,12 +36,13 @@ _CLASS_COLOURS = plt.get_cmap("tab10").colors
 _SAMPLE_COLOUR = "black"  # unconditional prior samples (no class)
 
 
-def toy_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Series | None,
+def toy_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
                 out: Path) -> list[tuple[str, Path]]:
     """The toy figures of a study, for the report (``EXTRA_FIGURES`` signature).
 
     Args:
-        study_dir: The study directory (its ``spec.json`` says whether the data are toy).
+        study: The study directory (unused).
+        info: The study's :class:`~analysis.results.StudyInfo` (whether the data are toy).
         trials: ``trials.parquet``'s table.
         best: The best trial's row (unused: the figures pick one trial per beta quantile).
         out: The report directory the PNGs are written to.
@@ -50,26 +51,18 @@ def toy_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Series | N
         ``[(title, path), ...]``; ``[]`` when the study's dataset is not ``toy`` or no finished
         trial has a checkpoint.
     """
-    from analysis.checkpoints import load_trial_model
-    from analysis.results import read_spec
-    from datasets.registry import get_dataset
+    from analysis.checkpoints import load_prepared, load_trial_model
 
-    spec = read_spec(study_dir)
-    if spec["dataset"].get("name") != "toy":
+    if info.dataset["name"] != "toy":
         return []
-    objective = spec.get("objective", {})
-    metric = objective.get("metric", "val_elbo")
-    metric = metric[0] if isinstance(metric, list) else metric
-    mode = objective.get("mode", "max")
-    mode = mode[0] if isinstance(mode, list) else mode
+    metric, mode = info.objective.metric[0], info.objective.mode[0]
     if metric not in trials:
         metric, mode = "val_elbo", "max"
     rows = pick_trials(trials, metric, mode)
     if not rows:
         return []
-    entry = get_dataset("toy")
-    options = entry.options_cls(**spec["dataset"])
-    val = entry.load(options, int(spec.get("seed", 0))).val
+    options = info.dataset_options()
+    val = load_prepared(info).val
     keep = np.random.default_rng(0).permutation(len(val["image"]))[:MAX_POINTS]
     points, labels = val["image"][keep], val["label"][keep].astype(np.int64)  # (N, 2), (N,)
     models = [load_trial_model(row["checkpoint_path"])[0] for row in rows]

@@ -74,7 +74,7 @@ def plain_loop(args, storage: Path) -> tuple[float, list[float]]:
     """The same trials as a hand-written loop over numpy arrays; returns total and per-trial seconds."""
     start = time.perf_counter()
     spec = load_spec(CONFIG, overrides(args, "auto", storage, "overhead_plain"))
-    prepared = get_dataset("dsprites").load(spec.dataset_options(), spec.seed)
+    prepared = get_dataset("dsprites").load(spec.dataset, spec.seed)
     train = prepared.train["image"]
     val = prepared.val["image"]
     torch.set_num_threads(2)

@@ -25,12 +25,7 @@ import numpy as np
 
 from datasets.registry import DataError
 
-try:  # the datasource subclasses ray's; importing this module must not need Ray otherwise
-    from ray.data import Datasource
-except ImportError:  # pragma: no cover - ray is a dependency
-    Datasource = object  # type: ignore[assignment,misc]
-
-__all__ = ["KeySpec", "check_hdf5", "HDF5Datasource", "read_hdf5", "blocks", "ROW_COLUMN"]
+__all__ = ["KeySpec", "check_hdf5", "HDF5Source", "read_hdf5", "blocks", "ROW_COLUMN"]
 
 ROW_COLUMN = "row"  # int64 source row of each output row (coverage checks)
 
@@ -147,7 +142,7 @@ def blocks(ranges: Sequence[tuple[int, int]], rows: int) -> list[tuple[int, int]
     return [(s, min(s + rows, stop)) for start, stop in ranges for s in range(start, stop, rows)]
 
 
-class HDF5Datasource(Datasource):
+class HDF5Source:
     """Contiguous row ranges of named HDF5 datasets, read in parallel Ray Data read tasks.
 
     One read task per piece of at most ``rows_per_task`` rows of ``ranges`` (in the given
@@ -171,6 +166,10 @@ class HDF5Datasource(Datasource):
     Raises:
         DataError: From a read task (wrapped by Ray in a ``RayTaskError``) when a block holds
             NaN or inf; the message names the file, key and row.
+
+    ``HDF5Datasource``, the Ray Data ``Datasource`` itself, is this class with Ray's base added,
+    made on first use (``from datasets.hdf5 import HDF5Datasource``): importing this module, as
+    validating a study spec does, imports no Ray.
     """
 
     def __init__(self, path: str | Path, keys: Sequence[str], *, ranges: Sequence[tuple[int, int]] | None = None,
@@ -232,6 +231,23 @@ class HDF5Datasource(Datasource):
             yield _to_arrow(columns)
 
 
+def __getattr__(name: str):
+    """``HDF5Datasource``: :class:`HDF5Source` with Ray Data's ``Datasource`` base, built on first use."""
+    if name != "HDF5Datasource":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _datasource_class()
+
+
+def _datasource_class() -> type:
+    if "HDF5Datasource" in globals():
+        return globals()["HDF5Datasource"]
+    from ray.data import Datasource
+
+    cls = type("HDF5Datasource", (HDF5Source, Datasource), {"__module__": __name__, "__doc__": HDF5Source.__doc__})
+    globals()["HDF5Datasource"] = cls  # cloudpickle finds it by name in the read tasks
+    return cls
+
+
 def iter_rows(path: Path, keys: Sequence[str], start: int, stop: int, *, rows_per_block: int,
               row_column: bool = False, check_finite: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Rows ``[start, stop)`` of ``keys`` as dicts of numpy arrays, ``rows_per_block`` at a time.
@@ -286,7 +302,7 @@ def read_hdf5(path: str | Path, keys: Sequence[str], *, num_cpus: float | None =
     """
     import ray.data
 
-    source = HDF5Datasource(path, keys, **options)
+    source = _datasource_class()(path, keys, **options)
     num_tasks = len(blocks(source.ranges, source.rows_per_task))
     if concurrency is not None:  # Ray Data warns when the cap exceeds the number of tasks
         concurrency = min(concurrency, num_tasks)

@@ -362,7 +362,7 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
                               check_finite=options.scan_rows is not None)
     return PreparedData(train={}, val={}, input_shape=(3, size, size), ground_truth=None, source=path, info=info,
                         ray_datasets=build, column_shapes={"image": (3, size, size), **{k: () for k in SCALAR_KEYS}},
-                        column_classes={"y": 2})  # y: 1 quark, 0 gluon
+                        column_classes={"y": 2}, channel_names=tuple(CHANNELS))  # y: 1 quark, 0 gluon
 
 
 def _datasets(path: Path, train: list[tuple[int, int]], val: list[tuple[int, int]], pre: JetPreprocessor,

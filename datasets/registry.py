@@ -8,9 +8,12 @@ datasets once Ray is up.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from datasets.base import ArrayGroundTruthData
 
 __all__ = ["DatasetOptions", "PreparedData", "DataDescription", "DataError", "register_dataset", "get_dataset",
-           "dataset_names", "file_fingerprint"]
+           "dataset_names", "file_fingerprint", "Fingerprint", "Registry", "DATASETS"]
 
 HASH_WHOLE_BYTES = 1 << 30  # files up to 1 GiB are hashed whole; larger ones by their first and last 64 MiB
 HASH_PART_BYTES = 64 << 20
@@ -51,6 +54,28 @@ class DatasetOptions(BaseModel):
     def extra_metrics(self) -> tuple[str, ...]:
         """Per-epoch metric names (``val_...``) that :attr:`PreparedData.validation_metrics` adds."""
         return ()
+
+
+class Fingerprint(BaseModel):
+    """What a study read, to tell a resumed study's data from another.
+
+    Attributes:
+        path: The file or folder read (absolute), or a description of generated data.
+        size: Bytes read (every file below a folder), or None for generated rows.
+        sha256: Hex digest of the bytes (``scope`` says which) or of the rows themselves.
+        scope: ``file`` (whole files), ``head+tail`` (files over 1 GiB: size, first and last 64 MiB)
+            or ``rows`` (generated data: the arrays).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str
+    size: int | None
+    sha256: str
+    scope: Literal["file", "head+tail", "rows"]
+
+    def differs(self, other: Fingerprint) -> list[str]:
+        """The fields (path, size, sha256) in which ``other`` differs from this one."""
+        return [key for key in ("path", "size", "sha256") if getattr(self, key) != getattr(other, key)]
 
 
 @dataclass(frozen=True)
@@ -95,6 +120,7 @@ class PreparedData:
             which may then be empty.
         column_shapes: For streamed data (empty ``train``): column name -> per-row shape.
         column_classes: For streamed data: label column -> number of classes.
+        channel_names: Names of the image channels (jets: tracks, ECAL, HCAL), or None.
         validation_metrics: Data-aware metrics the loop adds once per validation epoch:
             called with the model's per-sample ``predictions`` of the whole pass (CPU tensors
             ``(N_val, ...)`` by name), returns ``{name: value}`` reported as ``val_<name>``
@@ -110,6 +136,7 @@ class PreparedData:
     ray_datasets: Callable[[], dict[str, Any]] | None = None
     column_shapes: dict[str, tuple[int, ...]] | None = None  # streamed data: per-row column shapes
     column_classes: dict[str, int] | None = None  # streamed data: label columns and their class counts
+    channel_names: tuple[str, ...] | None = None
     validation_metrics: Callable[[dict[str, Any]], dict[str, float]] | None = None
 
     def describe(self) -> DataDescription:
@@ -134,7 +161,7 @@ class PreparedData:
             num_val=int(self.info.get("num_val", len(next(iter(self.val.values()), ())))),
         )
 
-    def fingerprint(self) -> dict[str, Any]:
+    def fingerprint(self) -> Fingerprint:
         """What was read, to tell a resumed study's data from another: the source path, its size
         and a sha256 digest (of the file or folder; of the rows themselves for generated data)."""
         source = Path(self.source)
@@ -145,7 +172,7 @@ class PreparedData:
             for name in sorted(split):
                 digest.update(name.encode())
                 digest.update(np.ascontiguousarray(split[name]).tobytes())
-        return {"path": str(source), "size": None, "sha256": digest.hexdigest(), "scope": "rows"}
+        return Fingerprint(path=str(source), size=None, sha256=digest.hexdigest(), scope="rows")
 
     def placement(self, options: DatasetOptions, torch_trainer: bool) -> Literal["device", "stream"]:
         """Where the trials' batches come from (see :attr:`DatasetOptions.placement`).
@@ -195,16 +222,70 @@ class DatasetEntry:
     load: Callable[[DatasetOptions, int], PreparedData]
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names -> entries of one kind (datasets, model families), each registered by its own module.
+
+    The one lookup routine of the project's registries. An entry named ``x`` lives in the module
+    ``<package>.x`` and registers itself when that module is imported: :meth:`get` imports only
+    the module it needs (validating a spec imports the dataset and families it names, nothing
+    else), :meth:`names` imports every module of the package.
+
+    Args:
+        kind: What the entries are, for messages (``"dataset"``, ``"family"``).
+        package: The package whose modules register the entries (``"datasets"``).
+    """
+
+    def __init__(self, kind: str, package: str):
+        self.kind = kind
+        self.package = package
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> None:
+        """Registers ``entry`` under ``name``.
+
+        Raises:
+            ValueError: If ``name`` is already registered.
+        """
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+
+    def get(self, name: str) -> T:
+        """The entry registered under ``name``, importing its module on first use.
+
+        Raises:
+            KeyError: If no entry of that name exists; the message lists the known names.
+        """
+        if not isinstance(name, str):
+            raise KeyError(f"expected a {self.kind} name, got a {type(name).__name__}; "
+                           f"expected one of {self.names()}")
+        if name not in self._entries and name.isidentifier() and importlib.util.find_spec(
+                f"{self.package}.{name}") is not None:
+            importlib.import_module(f"{self.package}.{name}")
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} {name!r}; expected one of {self.names()}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted (imports every module of the package)."""
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{self.package}.{module.name}")
+        return sorted(self._entries)
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "datasets")
 
 
 def register_dataset(name: str, options_cls: type[DatasetOptions]) -> Callable:
-    """Function decorator registering ``load(options, seed) -> PreparedData`` under ``name``."""
+    """Function decorator registering ``load(options, seed) -> PreparedData`` under ``name``
+    (the dataset's module is ``datasets/<name>.py``)."""
 
     def decorate(load: Callable[[DatasetOptions, int], PreparedData]) -> Callable:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = DatasetEntry(name, options_cls, load)
+        DATASETS.add(name, DatasetEntry(name, options_cls, load))
         return load
 
     return decorate
@@ -212,8 +293,7 @@ def register_dataset(name: str, options_cls: type[DatasetOptions]) -> Callable:
 
 def dataset_names() -> list[str]:
     """Names of the registered datasets, sorted."""
-    _load()
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetEntry:
@@ -222,28 +302,11 @@ def get_dataset(name: str) -> DatasetEntry:
     Raises:
         KeyError: If ``name`` is not registered; the message lists the known names.
     """
-    _load()
-    if not isinstance(name, str):
-        raise KeyError(f"expected a dataset name, got a {type(name).__name__}; expected one of {sorted(_DATASETS)}")
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; expected one of {sorted(_DATASETS)}") from None
+    return DATASETS.get(name)
 
 
-def _load() -> None:
-    """Imports every module of the :mod:`datasets` package; dataset modules register themselves."""
-    import importlib
-    import pkgutil
-
-    import datasets as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-
-
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """``{"path", "size" (bytes), "sha256", "scope"}`` of a file or a folder (every file below it).
+def file_fingerprint(path: Path) -> Fingerprint:
+    """The :class:`Fingerprint` of a file or a folder (every file below it).
 
     Files up to 1 GiB are hashed whole (``scope: "file"``); a larger one by its size and its first
     and last 64 MiB (``scope: "head+tail"``), so an 8 GB jets file costs no more than a small one.
@@ -265,7 +328,7 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
                 digest.update(handle.read(HASH_PART_BYTES))
                 handle.seek(size - HASH_PART_BYTES)
                 digest.update(handle.read(HASH_PART_BYTES))
-    return {"path": str(path), "size": total, "sha256": digest.hexdigest(), "scope": scope}
+    return Fingerprint(path=str(path), size=total, sha256=digest.hexdigest(), scope=scope)
 
 
 def split_rows(num_rows: int, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

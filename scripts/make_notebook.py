@@ -10,22 +10,22 @@ CELLS = [
         "# Explore a vae-study study\n\n"
         "Loads a study's `trials.parquet` and `epochs.parquet` (nothing else is needed), shows the "
         "disentanglement table, the trade-off plots and the Pareto front. Set `STUDY_DIR` (or the "
-        "environment variable `VAE_STUDY_DIR`) to a study directory, e.g. `studies/beta_sweep`."
+        "environment variable `VAE_STUDY_DIR`) to a study: a directory, e.g. `studies/beta_sweep`, or a "
+        "URI such as `s3://bucket/studies/beta_sweep` (credentials from the usual AWS variables)."
     ),
     new_code_cell(
-        "import os\n"
-        "from pathlib import Path\n\n"
+        "import os\n\n"
         "import matplotlib.pyplot as plt\n"
         "from IPython.display import Markdown, display\n\n"
         "from analysis import plots\n"
-        "from analysis.results import load_epochs, load_metadata, load_trials\n"
+        "from analysis.results import load_epochs, load_info, load_trials\n"
         "from analysis.tables import best_configurations, disentanglement_table, to_markdown\n\n"
-        "STUDY_DIR = Path(os.environ.get('VAE_STUDY_DIR', '../../studies/beta_sweep'))\n"
+        "STUDY_DIR = os.environ.get('VAE_STUDY_DIR', '../../studies/beta_sweep')\n"
         "trials = load_trials(STUDY_DIR)\n"
         "epochs = load_epochs(STUDY_DIR)\n"
-        "meta = load_metadata(STUDY_DIR)\n"
-        "params = [p for p in meta.get('searched_params', []) if p in trials]\n"
-        "print(f\"{meta.get('name')}: {len(trials)} trials, searched {params}, objective {meta.get('objective')}\")\n"
+        "info = load_info(STUDY_DIR)\n"
+        "params = [p for p in info.searched_params if p in trials]\n"
+        "print(f\"{info.name}: {len(trials)} trials, searched {params}, objective {info.objective.metric}\")\n"
         "trials[['trial_id', 'status', *params, 'repeat', 'mig', 'val_elbo', 'val_recon_loss', 'val_kl']]"
     ),
     new_markdown_cell("## Disentanglement table (mean ± std over repeats)"),
@@ -43,9 +43,9 @@ CELLS = [
     ),
     new_markdown_cell("## Pareto front (MIG up, reconstruction loss down; dominated trials faded)"),
     new_code_cell(
-        "objective = meta.get('objective', {})\n"
-        "pair = objective.get('metric') if len(objective.get('metric', [])) == 2 else ['mig', 'val_recon_loss']\n"
-        "modes = objective.get('mode') if len(objective.get('metric', [])) == 2 else ['max', 'min']\n"
+        "two = len(info.objective.metric) == 2\n"
+        "pair = info.objective.metric if two else ['mig', 'val_recon_loss']\n"
+        "modes = info.objective.mode if two else ['max', 'min']\n"
         "fig = plots.pareto_figure(trials, pair, modes)\n"
         "plt.show()\n"
         "front = plots.pareto_mask(trials[pair].to_numpy(float), modes)\n"

@@ -11,17 +11,51 @@ workers it launches a Train V2 ``TorchTrainer`` (DDP) whose reports reach Tune t
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 from analysis.evaluation import Evaluator
+from datasets.base import ArrayGroundTruthData
+from datasets.registry import PreparedData
 from study.spec import DATASET_PREFIX, StudySpec
 from trainables.loop import REPEAT_KEY, TrialConfig, TuneSession, run_worker, train_fn_per_worker, trial_seed
 
-__all__ = ["train_driver_fn", "trial_config"]
+__all__ = ["TrialData", "train_driver_fn", "trial_config"]
 
 
-def trial_config(spec: StudySpec, config: dict[str, Any], data: dict[str, Any]) -> TrialConfig:
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial of a study is handed (once, through Ray's object store): the data splits and
+    what the loop and the evaluation need to know of them.
+
+    Attributes:
+        train: The train rows: a ``ray.data.Dataset``, or :class:`~datasets.device.DeviceData`
+            placed on the trial's device.
+        val: The validation rows, likewise.
+        num_train: Train rows (a searched ``dataset.train_fraction`` keeps a prefix of them).
+        input_shape: Shape of one observation, e.g. ``(C, H, W)``.
+        ground_truth: The validation rows with their factors, or None when the data has none.
+        validation_metrics: The dataset's per-epoch metrics from the model's predictions, or None.
+    """
+
+    train: Any
+    val: Any
+    num_train: int
+    input_shape: tuple[int, ...]
+    ground_truth: ArrayGroundTruthData | None
+    validation_metrics: Callable[[dict[str, Any]], dict[str, float]] | None
+
+    @classmethod
+    def place(cls, prepared: PreparedData, placement: Literal["device", "stream"]) -> TrialData:
+        """The prepared data on each trial's device (batched there by index) or in Ray Data (Ray must
+        be running)."""
+        splits = prepared.to_device() if placement == "device" else prepared.to_ray()
+        return cls(train=splits["train"], val=splits["val"], num_train=prepared.describe().num_train,
+                   input_shape=tuple(prepared.input_shape), ground_truth=prepared.ground_truth,
+                   validation_metrics=prepared.validation_metrics)
+
+
+def trial_config(spec: StudySpec, config: dict[str, Any], data: TrialData) -> TrialConfig:
     """The :class:`TrialConfig` of the trial with sampled ``config`` (search-space values and
     ``__trial_index__``, the repeat index that Tune's trial config carries)."""
     params = {k: v for k, v in config.items() if k != REPEAT_KEY}
@@ -33,46 +67,45 @@ def trial_config(spec: StudySpec, config: dict[str, Any], data: dict[str, Any]) 
         family=spec.trial_family(params),
         family_config=family_config.model_dump(mode="json"),
         training=training,
-        input_shape=tuple(data["input_shape"]),
+        input_shape=data.input_shape,
         seed=seed,
         threads=max(1, int(resources.cpus_per_trial // resources.num_workers)),
         snapshot_epochs=evaluation.snapshot_epochs,
         snapshot_samples=evaluation.snapshot_samples,
-        evaluate=Evaluator(list(evaluation.metrics), evaluation.num_train, seed, data["ground_truth"],
+        evaluate=Evaluator(list(evaluation.metrics), evaluation.num_train, seed, data.ground_truth,
                            num_test=evaluation.num_test) if evaluation.metrics else None,
-        validation_metrics=data.get("validation_metrics"),
+        validation_metrics=data.validation_metrics,
         description={"evaluation": {"metrics": list(evaluation.metrics), "num_train": evaluation.num_train,
                                     "num_test": evaluation.num_test},
                      "repeat": int(config[REPEAT_KEY])},
     )
 
 
-def _datasets(spec: StudySpec, config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The trial's Ray datasets: a searched ``dataset.train_fraction`` keeps that prefix of the
-    train rows (loaders store them in one seeded order, so smaller fractions nest)."""
-    train = data["train"]
-    fraction = config.get(f"{DATASET_PREFIX}train_fraction")
-    if fraction is not None:
-        train = train.limit(max(1, round(float(fraction) * data["num_train"])))
-    return {"train": train, "val": data["val"]}
+def _datasets(config: dict[str, Any], data: TrialData) -> dict[str, Any]:
+    """The trial's datasets: a searched ``dataset.train_fraction`` keeps that prefix of the train
+    rows (loaders store them in one seeded order, so smaller fractions nest)."""
+    train = data.train
+    key = f"{DATASET_PREFIX}train_fraction"
+    if key in config:
+        train = train.limit(max(1, round(float(config[key]) * data.num_train)))
+    return {"train": train, "val": data.val}
 
 
-def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, Any]) -> None:
+def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: TrialData) -> None:
     """The Tune trial: derives the trial's settings and seed, then trains.
 
     Args:
         config: The trial's sampled search-space values, plus ``__trial_index__`` (repeat).
         spec_json: The study spec as JSON.
-        data: ``{"train": Dataset, "val": Dataset, "num_train": int, "input_shape": (C, H, W),
-            "ground_truth": ArrayGroundTruthData | None, "validation_metrics": callable | None}``.
+        data: The study's data, handed to every trial.
     """
     import ray.tune
 
     spec = StudySpec.model_validate_json(spec_json)
     trial = trial_config(spec, config, data)
     resources = spec.resources
-    datasets = _datasets(spec, config, data)
-    if resources.num_workers == 1 and resources.trainer == "auto":
+    datasets = _datasets(config, data)
+    if resources.in_process:
         run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
                                       cpu_fallback=resources.cpu_fallback))
         return
@@ -101,7 +134,7 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
         ),
         run_config=ray.train.RunConfig(
             name=f"{context.get_experiment_name()}-{context.get_trial_id()}",
-            storage_path=str(Path(spec.study_dir, "train_runs")),
+            storage_path=f"{spec.study_location}/train_runs",
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
         ),

@@ -8,17 +8,22 @@ print them on one line (:func:`format_error`).
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_serializer,
+                      field_validator, model_validator)
 
 from analysis.cli import one_line, shorten
 from analysis.evaluation import metric_requirement
-from analysis.metrics import METRICS, metric_key_modes, metric_mode
-from datasets.registry import DataDescription, get_dataset
+from analysis.metrics import METRICS, metric_key_modes
+from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo, is_uri
+from datasets.registry import DataDescription, DatasetOptions, get_dataset
 from trainables.protocol import supports
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
@@ -26,14 +31,15 @@ from trainables.training import TrainingSpec
 __all__ = [
     "StudySpec",
     "SpecError",
-    "TrainingSpec",
     "load_spec",
     "apply_overrides",
     "format_error",
-    "metric_mode",
-    "one_line",
     "safe_yaml",
     "DATASET_PREFIX",
+    "FloatParam",
+    "IntParam",
+    "CategoricalParam",
+    "FixedParam",
 ]
 
 MAX_SPEC_BYTES = 1 << 20  # a study spec is a page of YAML, not a data file
@@ -46,40 +52,38 @@ class SpecError(ValueError):
     """A study spec that cannot run; ``str(err)`` is one line naming the field."""
 
 
-class FloatParam(BaseModel):
-    """A float searched in ``[low, high]``, log-uniformly when ``log``."""
+class _RangeParam(BaseModel):
+    """A number searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
 
     model_config = _FROZEN
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.low < self.high:
+            raise ValueError(f"`low < high` must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs `low > 0`, but got low={self.low}")
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class FloatParam(_RangeParam):
+    """A float searched in ``[low, high]``, log-uniformly when ``log``."""
+
     type: Literal["float"]
     low: float
     high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatParam:
-        _check_range(self.low, self.high, self.log)
-        return self
-
-    def values_to_check(self) -> list[Any]:
-        return [self.low, self.high]
 
 
-class IntParam(BaseModel):
+class IntParam(_RangeParam):
     """An int searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
 
-    model_config = _FROZEN
     type: Literal["int"]
     low: int
     high: int
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        _check_range(self.low, self.high, self.log)
-        return self
-
-    def values_to_check(self) -> list[Any]:
-        return [self.low, self.high]
 
 
 class CategoricalParam(BaseModel):
@@ -126,13 +130,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "list"
     return type(value).__name__
-
-
-def _check_range(low: float, high: float, log: bool) -> None:
-    if not low < high:
-        raise ValueError(f"`low < high` must hold, but got (low={low}, high={high})")
-    if log and low <= 0:
-        raise ValueError(f"a log range needs `low > 0`, but got low={low}")
 
 
 ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
@@ -207,6 +204,11 @@ class ResourcesSpec(BaseModel):
     # to training on the CPU (tests of GPU packing with logical GPUs do).
     cpu_fallback: bool = False
 
+    @property
+    def in_process(self) -> bool:
+        """Whether a trial trains inside its Tune trial (one worker, no ``TorchTrainer``)."""
+        return self.num_workers == 1 and self.trainer == "auto"
+
 
 class EvaluationSpec(BaseModel):
     """Metrics computed once at the end of each trial, on held-out images."""
@@ -232,13 +234,18 @@ class EvaluationSpec(BaseModel):
 
 
 class StudySpec(BaseModel):
-    """A whole study: data, model family, search space, objective, search, training, resources."""
+    """A whole study: data, model family, search space, objective, search, training, resources.
+
+    ``dataset`` holds the dataset's validated options and each family's fixed config is validated
+    once, here (:meth:`family_config`); trials derive theirs with :meth:`trial_settings`.
+    """
 
     model_config = _FROZEN
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    storage_path: Path = Path("studies")  # the study's files go to storage_path/name
+    # Where study directories go: a local path (~ expanded) or a URI (s3://bucket/prefix, gs://, ...).
+    storage_path: str = "studies"
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    dataset: dict[str, Any]
+    dataset: SerializeAsAny[DatasetOptions]
     family: dict[str, Any]
     # Per-family fixed values when search_space.family searches over families.
     family_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -249,13 +256,33 @@ class StudySpec(BaseModel):
     training: TrainingSpec = TrainingSpec()
     resources: ResourcesSpec = ResourcesSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    _family_configs: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
-    @field_validator("dataset")
+    @field_validator("storage_path", mode="before")
     @classmethod
-    def _dataset(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _storage_path(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a local path or a URI such as s3://bucket/prefix (got {value!r})")
+        if "\0" in value:
+            raise ValueError("a NUL byte in the path")
+        return value.rstrip("/") if is_uri(value) else os.path.expanduser(value)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value: Any) -> DatasetOptions:
+        if isinstance(value, DatasetOptions):
+            return value
         entry = _lookup(get_dataset, value, "dataset")
         _validate_section(entry.options_cls, value, "dataset")
-        return value
+        return entry.options_cls(**value)
+
+    @field_serializer("dataset")
+    def _dataset_as_given(self, options: DatasetOptions) -> dict[str, Any]:
+        # The fields given, as given (an options class may refuse a default stated explicitly,
+        # e.g. toy's centers for moons); reading it back gives the same options.
+        return options.model_dump(mode="json", exclude_unset=True)
 
     @field_validator("family")
     @classmethod
@@ -264,6 +291,62 @@ class StudySpec(BaseModel):
             family = _lookup(get_family, value, "family")
             _validate_section(family.config_cls, {k: v for k, v in value.items() if k != "name"}, "family")
         return value
+
+    @classmethod
+    def load(cls, study: StudyDir) -> StudySpec:
+        """The spec a study ran with (its ``spec.json``), read through today's model: a field added
+        since takes its default (which keeps the behaviour the study ran with).
+
+        Raises:
+            FileNotFoundError: If the study has no ``spec.json`` (not a vae-study study).
+            analysis.results.StudyFileError: If the file is corrupt or not a study spec.
+            SpecError: If it is a study spec that today's model refuses (a field removed since).
+        """
+        saved = _read_saved(study)
+        try:
+            return cls.model_validate(saved)
+        except ValidationError as err:
+            raise SpecError(one_line(f"{study.uri(SPEC_FILE)}: a study spec today's vae-study refuses "
+                                     f"({format_error(err)})")) from None
+
+    def differences(self, study: StudyDir) -> list[str]:
+        """The dotted fields in which the spec saved in ``study`` differs from this one (each read
+        through today's model; a field today's model no longer knows differs).
+
+        Raises:
+            FileNotFoundError: If the study has no ``spec.json``.
+            analysis.results.StudyFileError: If it is corrupt or not a study spec.
+        """
+        saved = _read_saved(study)
+        try:
+            saved = json.loads(type(self).model_validate(saved).model_dump_json())
+        except ValidationError:  # compared as written: the unknown or changed fields differ
+            pass
+        old, new = _flatten(saved), _flatten(json.loads(self.model_dump_json()))
+        return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+    def family_config(self, name: str) -> BaseModel:
+        """The validated fixed config of family ``name`` (``family`` plus its ``family_settings``)."""
+        return self._family_configs[name]
+
+    @property
+    def study_location(self) -> str:
+        """``storage_path/name``: an absolute local path or a URI."""
+        if is_uri(self.storage_path):
+            return f"{self.storage_path}/{self.name}"
+        return os.path.realpath(os.path.join(self.storage_path, self.name))  # no error on a symlink loop
+
+    def info(self) -> StudyInfo:
+        """What the analysis needs to know of this study, stored with its tables."""
+        return StudyInfo(
+            name=self.name, seed=self.seed, dataset=self.dataset.model_dump(mode="json", exclude_unset=True),
+            families=self.family_names,
+            family={k: v for k, v in self.family.items() if k != "name"}, searched_params=self.searched_params,
+            search_params=list(self.search_space),
+            objective=ObjectiveInfo(metric=self.objective.metrics, mode=self.objective.modes),
+            evaluation=EvaluationInfo(metrics=list(self.evaluation.metrics), num_train=self.evaluation.num_train,
+                                      num_test=self.evaluation.num_test),
+        )
 
     @property
     def family_names(self) -> list[str]:
@@ -285,7 +368,9 @@ class StudySpec(BaseModel):
             if self.family_settings:
                 raise ValueError("family_settings: only for a study that searches search_space.family; "
                                  "put the values in the family section")
-            return [get_family(self.family["name"])]
+            families = [get_family(self.family["name"])]
+            self._validate_families(families)
+            return families
         if "name" in self.family:
             raise ValueError("family.name: the family is searched in search_space.family; remove one of them")
         if not isinstance(param, (CategoricalParam, FixedParam)):
@@ -305,7 +390,13 @@ class StudySpec(BaseModel):
             except ValueError as err:  # a common field every searched family must take
                 raise ValueError(f"{err} (in family {family.name!r})") from None
             _validate_section(family.config_cls, self.family_fixed(family.name), f"family_settings.{family.name}")
+        self._validate_families(families)
         return families
+
+    def _validate_families(self, families: list) -> None:
+        """Validates each family's fixed config once and keeps it (:meth:`family_config`)."""
+        for family in families:
+            self._family_configs[family.name] = family.config_cls(**self.family_fixed(family.name))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:
@@ -331,13 +422,9 @@ class StudySpec(BaseModel):
             raise ValueError(f"search.num_samples: required for algorithm {self.search.algorithm!r}")
         epoch_metrics: list[str] = []
         for family in families:
-            try:
-                config = family.config_cls(**self.family_fixed(family.name))
-            except ValidationError:  # a required field is searched: the config-dependent metrics are unknown
-                config = None
-            names = family.reported_metrics(config)
+            names = family.reported_metrics(self.family_config(family.name))
             epoch_metrics = [m for m in epoch_metrics if m in names] if epoch_metrics else list(names)
-        epoch_metrics += [m for m in self.dataset_options().extra_metrics() if m not in epoch_metrics]
+        epoch_metrics += [m for m in self.dataset.extra_metrics() if m not in epoch_metrics]
         who = f"family {families[0].name!r}" if len(families) == 1 else f"every family of {self.family_names}"
         for name in self.evaluation.metrics:
             for family in families:
@@ -400,14 +487,15 @@ class StudySpec(BaseModel):
         """A searched dataset option: one the dataset declares searchable, each value valid."""
         where = f"search_space.{key}"
         field = key[len(DATASET_PREFIX):]
-        options_cls = get_dataset(self.dataset["name"]).options_cls
-        if field not in options_cls.searchable:
-            raise ValueError(f"{where}: dataset {self.dataset['name']!r} cannot search {field!r} per trial; "
-                             f"searchable: {sorted(options_cls.searchable) or 'none'}")
-        if field in self.dataset:
+        options = self.dataset
+        if field not in options.searchable:
+            raise ValueError(f"{where}: dataset {options.name!r} cannot search {field!r} per trial; "
+                             f"searchable: {sorted(options.searchable) or 'none'}")
+        if field in options.model_fields_set:
             raise ValueError(f"{where}: dataset.{field} is both fixed in dataset and searched; keep one")
         for value in param.values_to_check():
-            _validate_section(options_cls, {**self.dataset, field: value}, where, only=field)
+            _validate_section(type(options), {**options.model_dump(exclude_unset=True), field: value}, where,
+                              only=field)
 
     def check_data(self, data: DataDescription) -> None:
         """Checks every family's configs against the loaded data and the training spec, and every
@@ -425,7 +513,7 @@ class StudySpec(BaseModel):
                 reason = metric_requirement(name, has_factors=data.has_factors,
                                             model_cls=get_family(family_name).model_cls)
                 if reason is not None:
-                    raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset['name']!r})")
+                    raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset.name!r})")
         first = {k: p.values_to_check()[0] for k, p in self.search_space.items()}
         trials = [first] + [{**first, k: v} for k, p in self.search_space.items() for v in p.values_to_check()[1:]]
         families = self.family_names
@@ -469,18 +557,9 @@ class StudySpec(BaseModel):
         return math.prod(len(p.choices) for p in self.search_space.values() if isinstance(p, CategoricalParam))
 
     @property
-    def study_dir(self) -> Path:
-        """``storage_path / name``, absolute."""
-        return (self.storage_path / self.name).resolve()
-
-    @property
     def searched_params(self) -> list[str]:
         """Names of the search-space parameters that vary."""
         return [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
-
-    def dataset_options(self):
-        """The ``dataset`` section as the dataset's validated options object."""
-        return get_dataset(self.dataset["name"]).options_cls(**self.dataset)
 
     def trial_family(self, params: dict[str, Any]) -> str:
         """The family name of a trial with sampled ``params``."""
@@ -498,7 +577,7 @@ class StudySpec(BaseModel):
             ``(family_config, training)``, both validated.
         """
         family = get_family(self.trial_family(params))
-        fam = self.family_fixed(family.name)
+        fam = self.family_config(family.name).model_dump(exclude_unset=True)
         train = self.training.model_dump()
         for key in self.search_space:
             if key == "family" or key.startswith(DATASET_PREFIX):
@@ -511,14 +590,36 @@ class StudySpec(BaseModel):
         return family.config_cls(**fam), TrainingSpec(**train)
 
 
+def _read_saved(study: StudyDir) -> dict[str, Any]:
+    """``spec.json`` of a study as JSON values: a mapping with a name and a dataset section.
+
+    Raises:
+        FileNotFoundError: If there is none (not a vae-study study).
+        analysis.results.StudyFileError: If it is corrupt or not a study spec.
+    """
+    if not study.is_file(SPEC_FILE):
+        raise FileNotFoundError(f"{study}: no {SPEC_FILE}; not a vae-study study directory")
+    saved = study.read_json(SPEC_FILE)
+    if not isinstance(saved, dict) or not isinstance(saved.get("dataset"), dict) or "name" not in saved:
+        raise StudyFileError(f"{study.uri(SPEC_FILE)}: not a study spec (expected a mapping with name and dataset)")
+    return saved
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
 def set_path(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     """A copy of ``config`` with the nested entry at dotted ``key`` (``"tasks.y.weight"``) set.
 
     Raises:
         KeyError: If an intermediate entry is missing or not a mapping.
     """
-    import copy
-
     result = copy.deepcopy(config)
     node = result
     parts = key.split(".")

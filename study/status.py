@@ -3,15 +3,12 @@ study sees them (imports Ray: import it only after :mod:`study.run` has set up R
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import math
 
 from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
 
-from study.results import CURRENT_FILE, STATUS_DIR, TUNE_FIELDS
+from analysis.results import TUNE_FIELDS, StudyDir, TrialStatus
 
 __all__ = ["TrialStatusCallback", "EpochTensorBoard"]
 
@@ -25,19 +22,21 @@ class TrialStatusCallback(Callback):
     never need Tune's pickled experiment state.
 
     Args:
-        study_dir: The study directory.
+        location: The study directory (a local path or a URI).
     """
 
-    def __init__(self, study_dir: Path):
-        self.directory = Path(study_dir) / STATUS_DIR
+    def __init__(self, location: str):
+        self.location = location
+        self._study: StudyDir | None = None  # opened on first use, in the driver (the callback is pickled)
+
+    def __getstate__(self) -> dict:
+        return {"location": self.location, "_study": None}
 
     def _write(self, trials, trial, status: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        record = {"trial_id": trial.trial_id, "status": status, "trial_dir": Path(trial.path).name}
-        _atomic_json(self.directory / f"{trial.trial_id}.json", record)
-        # The trials Tune holds now: an errored trial restarted (--restart-errored) is replaced by a
-        # new one with a new id, and its old directory must not count.
-        _atomic_json(self.directory / CURRENT_FILE, {"trial_ids": [t.trial_id for t in trials]})
+        if self._study is None:
+            self._study = StudyDir(self.location)
+        record = TrialStatus(trial_id=trial.trial_id, status=status, trial_dir=trial.path.rstrip("/").rsplit("/", 1)[-1])
+        self._study.write_status(record, [t.trial_id for t in trials])
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._write(trials, trial, "RUNNING")
@@ -47,12 +46,6 @@ class TrialStatusCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write(trials, trial, "ERROR")
-
-
-def _atomic_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
 
 
 class EpochTensorBoard(TBXLoggerCallback):

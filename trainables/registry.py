@@ -1,7 +1,7 @@
 """Registry of model families: a family name maps to its config class and module class.
 
-Families register themselves with :func:`register` when :mod:`trainables.families` is
-imported; the loop and the spec look them up with :func:`get_family`.
+Each family's module (``trainables/families/<name>.py``) registers it with :func:`register`;
+the loop and the spec look families up with :func:`get_family`, which imports that module only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Callable
 from pydantic import BaseModel
 from torch import nn
 
-__all__ = ["Family", "register", "get_family", "family_names"]
+from datasets.registry import Registry
+
+__all__ = ["Family", "FAMILIES", "register", "get_family", "family_names"]
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,12 @@ class Family:
         return self.epoch_metrics + (tuple(extra(config)) if extra is not None and config is not None else ())
 
 
-_FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("family", "trainables.families")
 
 
 def register(name: str, config_cls: type[BaseModel], *, loss_terms: tuple[str, ...]) -> Callable:
-    """Class decorator registering a model family under ``name``.
+    """Class decorator registering a model family under ``name`` (its module is
+    ``trainables/families/<name>.py``).
 
     Args:
         name: Registry key.
@@ -58,13 +61,11 @@ def register(name: str, config_cls: type[BaseModel], *, loss_terms: tuple[str, .
     """
 
     def decorate(model_cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _FAMILIES:
-            raise ValueError(f"family {name!r} is already registered")
         terms = ("loss",) + tuple(loss_terms)
         metrics = tuple(f"{split}_{term}" for split in ("train", "val") for term in terms)
         if {"recon_loss", "kl"} <= set(terms):
             metrics += ("val_elbo",)
-        _FAMILIES[name] = Family(name, config_cls, model_cls, metrics)
+        FAMILIES.add(name, Family(name, config_cls, model_cls, metrics))
         return model_cls
 
     return decorate
@@ -72,8 +73,7 @@ def register(name: str, config_cls: type[BaseModel], *, loss_terms: tuple[str, .
 
 def family_names() -> list[str]:
     """Names of all registered families, sorted."""
-    _load()
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def get_family(name: str) -> Family:
@@ -82,21 +82,4 @@ def get_family(name: str) -> Family:
     Raises:
         KeyError: If no family of that name is registered; the message lists the known ones.
     """
-    _load()
-    if not isinstance(name, str):
-        raise KeyError(f"expected a family name, got a {type(name).__name__}; expected one of {sorted(_FAMILIES)}")
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown family {name!r}; expected one of {sorted(_FAMILIES)}") from None
-
-
-def _load() -> None:
-    """Imports every module of :mod:`trainables.families`; each registers its family."""
-    import importlib
-    import pkgutil
-
-    import trainables.families as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    return FAMILIES.get(name)

@@ -22,6 +22,7 @@ from analysis.arithmetic_figures import (
     arithmetic_figures,
     examples_figure,
 )
+from analysis.results import EvaluationInfo, ObjectiveInfo, StudyInfo
 from datasets.arithmetic import encode
 from trainables.loop import SNAPSHOT_FILE, TRIAL_FILE
 
@@ -64,24 +65,24 @@ def snapshots(output: str, input_kind: str) -> dict[str, np.ndarray]:
 
 
 def fake_study(tmp_path: Path, output: str = "text", input_kind: str = "text",
-               dataset: str = "arithmetic") -> tuple[Path, pd.DataFrame, pd.Series]:
+               dataset: str = "arithmetic") -> tuple[Path, pd.DataFrame, pd.Series, StudyInfo]:
     study_dir = tmp_path / "study"
     checkpoint = study_dir / "trial_0" / "checkpoint_000002"
     checkpoint.mkdir(parents=True)
     metric = "val_readback_accuracy" if output == "image" else "val_sequence_accuracy"
-    (study_dir / "spec.json").write_text(json.dumps({
-        "name": "study", "seed": 0,
-        "dataset": {"name": dataset, "input": input_kind, "output": output},
-        "family": {"name": "seq2seq", "input": input_kind, "output": output},
-        "search_space": {"encoder_layers": {"type": "categorical", "choices": [1, 2, 3]},
-                         "dataset.train_fraction": {"type": "categorical", "choices": [0.1, 0.25, 0.5]}},
-        "objective": {"metric": metric, "mode": "max"},
-    }))
+    info = StudyInfo(
+        name="study", seed=0, dataset={"name": dataset, "input": input_kind, "output": output},
+        families=["seq2seq"], family={"input": input_kind, "output": output},
+        searched_params=["encoder_layers", "dataset.train_fraction"],
+        search_params=["encoder_layers", "dataset.train_fraction"],
+        objective=ObjectiveInfo(metric=[metric], mode=["max"]),
+        evaluation=EvaluationInfo(metrics=[], num_train=10, num_test=10),
+    )
     np.savez(checkpoint / SNAPSHOT_FILE, **snapshots(output, input_kind))
     (checkpoint / TRIAL_FILE).write_text(json.dumps({"family": "seq2seq",
                                                      "family_config": {"input": input_kind, "output": output}}))
     trials = synthetic_trials(checkpoint).rename(columns={"val_sequence_accuracy": metric})
-    return study_dir, trials, trials.iloc[-2]
+    return study_dir, trials, trials.iloc[-2], info
 
 
 def test_accuracy_table_known_values():
@@ -101,10 +102,10 @@ def test_accuracy_table_known_values():
 
 @pytest.mark.parametrize("input_kind, output", [("text", "text"), ("image", "text"), ("text", "image")])
 def test_report_hook_draws_accuracy_and_examples(tmp_path, input_kind, output):
-    study_dir, trials, best = fake_study(tmp_path, output, input_kind)
+    study_dir, trials, best, info = fake_study(tmp_path, output, input_kind)
     out = study_dir / "report"
     out.mkdir()
-    figures = arithmetic_figures(study_dir, trials, best, out)
+    figures = arithmetic_figures(None, info, trials, best, out)
     assert [path.name for _, path in figures] == [ACCURACY_FILE, EXAMPLES_FILE]
     assert all(path.is_file() and path.stat().st_size > 5_000 for _, path in figures)
     height, width = imread(figures[1][1]).shape[:2]
@@ -130,8 +131,8 @@ def test_examples_need_the_query_and_a_prediction():
 
 
 def test_other_datasets_and_missing_checkpoints_get_no_figure(tmp_path):
-    study_dir, trials, best = fake_study(tmp_path, dataset="toy")
-    assert arithmetic_figures(study_dir, trials, best, tmp_path) == []
-    study_dir, trials, _ = fake_study(tmp_path / "b")
-    figures = arithmetic_figures(study_dir, trials, None, tmp_path)
+    study_dir, trials, best, info = fake_study(tmp_path, dataset="toy")
+    assert arithmetic_figures(None, info, trials, best, tmp_path) == []
+    study_dir, trials, _, info = fake_study(tmp_path / "b")
+    figures = arithmetic_figures(None, info, trials, None, tmp_path)
     assert [path.name for _, path in figures] == [ACCURACY_FILE]

@@ -11,7 +11,6 @@ from trainables.training import TrainingSpec
 from analysis.checkpoints import load_trial_model
 from analysis.interpolation import _endpoints, interpolation_grid, lerp, slerp, study_interpolation_figure
 from datasets.registry import get_dataset
-from study.results import SPEC_FILE
 from study.spec import StudySpec
 from trainables.loop import TrialConfig, _save_checkpoint, build_model
 
@@ -101,7 +100,7 @@ def best_row(path: str) -> pd.Series:
 
 def test_gan_figure_needs_no_data(tmp_path):
     path = checkpoint(tmp_path, "dcgan", {"latent_dim": 4, "filters": [8, 16]}, (3, 16, 16))
-    figures = study_interpolation_figure(tmp_path / "no_study_here", None, best_row(path), tmp_path)
+    figures = study_interpolation_figure(None, None, None, best_row(path), tmp_path)
     assert [title for title, _ in figures] == ["Latent interpolation of the best trial (rows: linear, spherical)"]
     assert figures[0][1] == tmp_path / "interpolation.png" and figures[0][1].stat().st_size > 1000
 
@@ -115,16 +114,15 @@ def test_vae_figure_encodes_two_held_out_images_of_the_study(tmp_path):
                      search_space={"beta": {"type": "categorical", "choices": [1.0]}},
                      search={"algorithm": "grid"}, objective={"metric": "sample_mmd", "mode": "min"},
                      evaluation={"metrics": ["sample_mmd"]})
-    (tmp_path / SPEC_FILE).write_text(spec.model_dump_json())
     path = checkpoint(tmp_path, "conv_vae", family, (1, 8, 8))
     out = tmp_path / "report"
     out.mkdir()
-    figures = study_interpolation_figure(tmp_path, None, best_row(path), out)
+    figures = study_interpolation_figure(None, spec.info(), None, best_row(path), out)
     assert len(figures) == 1 and figures[0][1].is_file()
     # The endpoints are the posterior means of the first two rows of the study's held-out split.
     model, _ = load_trial_model(path)
-    val = get_dataset("images").load(spec.dataset_options(), spec.seed).val["image"][:2]
-    a, b, decode, _ = _endpoints(model, tmp_path)
+    val = get_dataset("images").load(spec.dataset, spec.seed).val["image"][:2]
+    a, b, decode, _ = _endpoints(model, spec.info())
     with torch.no_grad():
         mu = model.encode(torch.from_numpy(val))[0].numpy()
         mean_image = torch.sigmoid(model.decode(torch.from_numpy(mu[:1]))).numpy()
@@ -133,5 +131,5 @@ def test_vae_figure_encodes_two_held_out_images_of_the_study(tmp_path):
 
 
 def test_nothing_to_show_without_a_checkpoint(tmp_path):
-    assert study_interpolation_figure(tmp_path, None, None, tmp_path) == []
-    assert study_interpolation_figure(tmp_path, None, best_row(str(tmp_path / "gone")), tmp_path) == []
+    assert study_interpolation_figure(None, None, None, None, tmp_path) == []
+    assert study_interpolation_figure(None, None, None, best_row(str(tmp_path / "gone")), tmp_path) == []

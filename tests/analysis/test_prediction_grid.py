@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from analysis.results import StudyDir
 from analysis.prediction_grid import FILENAME, prediction_grid, prediction_grid_figure  # noqa: E402
 
 K = 4
@@ -91,11 +92,11 @@ def checkpoint_dir(tmp_path, snapshots: dict | None, tasks: dict | None = TASKS)
 
 def test_report_hook_draws_the_best_trials_grid(tmp_path):
     ckpt = checkpoint_dir(tmp_path, jet_snapshots())
-    (tmp_path / "data.json").write_text(json.dumps({"preprocessing": {"channels": ["tracks", "ecal", "hcal"]}}))
+    (tmp_path / "data.json").write_text(json.dumps({"source": "jets.h5", "channels": ["tracks", "ecal", "hcal"]}))
     out = tmp_path / "report"
     out.mkdir()
     best = pd.Series({"trial_id": "abc", "checkpoint_path": str(ckpt)})
-    [(title, path)] = prediction_grid(tmp_path, pd.DataFrame([best]), best, out)
+    [(title, path)] = prediction_grid(StudyDir(tmp_path), None, pd.DataFrame([best]), best, out)
     assert path == out / FILENAME and path.stat().st_size > 10_000
     assert "predictions" in title
 
@@ -103,10 +104,11 @@ def test_report_hook_draws_the_best_trials_grid(tmp_path):
 def test_report_hook_has_nothing_to_show_without_snapshots_or_images(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
-    assert prediction_grid(tmp_path, pd.DataFrame(), None, out) == []
+    study = StudyDir(tmp_path)
+    assert prediction_grid(study, None, pd.DataFrame(), None, out) == []
     empty = pd.Series({"trial_id": "a", "checkpoint_path": str(checkpoint_dir(tmp_path / "a", None))})
-    assert prediction_grid(tmp_path, pd.DataFrame(), empty, out) == []
+    assert prediction_grid(study, None, pd.DataFrame(), empty, out) == []
     points = {"inputs": np.zeros((4, 2), dtype=np.float32), "epoch_0001": np.zeros((4, 2), dtype=np.float16)}
     toy = pd.Series({"trial_id": "b", "checkpoint_path": str(checkpoint_dir(tmp_path / "b", points, None))})
-    assert prediction_grid(tmp_path, pd.DataFrame(), toy, out) == []
+    assert prediction_grid(study, None, pd.DataFrame(), toy, out) == []
     assert not (out / FILENAME).exists()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from analysis.rescore import rescore
-from study.results import SPEC_FILE, write_parquet
+from analysis.results import SPEC_FILE, TRIALS_FILE, StudyDir
 from study.spec import StudySpec
 from tests.conftest import REPO, write_dsprites_npz
 from trainables.loop import TrialConfig, _save_checkpoint, build_model
@@ -42,7 +42,7 @@ def study_dir(tmp_path):
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "beta": beta, "seed": 100 + i,
                      "checkpoint_path": str(ckpt), "mig": 0.5})
     rows.append({"trial_id": "t2", "status": "ERROR", "beta": 8.0, "seed": 102, "checkpoint_path": None, "mig": np.nan})
-    write_parquet(pd.DataFrame(rows), study / "trials.parquet", {"name": "smoke", "searched_params": ["beta"]})
+    StudyDir(study).write_table(TRIALS_FILE, pd.DataFrame(rows), spec.info())
     return study
 
 
@@ -91,9 +91,28 @@ def test_rescore_sizes_come_from_the_arguments_else_the_spec(study_dir, monkeypa
     monkeypatch.setitem(METRICS, "sap", dataclasses.replace(METRICS["sap"], compute=spy))
     rescore(study_dir, ["sap"], num_test=9, progress=lambda line: None)
     rescore(study_dir, ["sap"], progress=lambda line: None)
-    spec = json.loads((study_dir / SPEC_FILE).read_text())
-    del spec["evaluation"]["num_test"]  # a study from before the field: the metric's own default
-    (study_dir / SPEC_FILE).write_text(json.dumps(spec))
     rescore(study_dir, ["sap"], num_train=50, progress=lambda line: None)
     assert seen == [{"num_train": 300, "num_test": 9}] * 2 + [{"num_train": 300, "num_test": 5000}] * 2 + \
-        [{"num_train": 50}] * 2
+        [{"num_train": 50, "num_test": 5000}] * 2
+
+
+@pytest.mark.parametrize("flag", ["--num-train", "--num-test"])
+def test_cli_refuses_sample_sizes_below_one(study_dir, flag):
+    before = (study_dir / "trials.parquet").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "mig", flag, "0"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {flag}: expected a positive number of samples (got 0); "
+                                                "omit it for the study's"]
+    assert (study_dir / "trials.parquet").read_bytes() == before
+
+
+def test_a_table_without_study_information_is_refused_with_the_rebuild_command(study_dir):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(study_dir / "trials.parquet")
+    pq.write_table(table.replace_schema_metadata({b"vae_study": b'{"name": "smoke"}'}), study_dir / "trials.parquet")
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "mig"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "python -m study.results" in proc.stderr and "trials.parquet" in proc.stderr

@@ -7,14 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.results import load_trials, resolve_checkpoint, write_parquet
+from analysis.results import TRIALS_FILE, StudyDir, load_trials, resolve_checkpoint
+from study.spec import load_spec
+from tests.conftest import REPO
 
 
 def make_study(root: Path, checkpoints: list) -> Path:
     study = root / "smoke"
     (study / "trial_a" / "checkpoint_000002").mkdir(parents=True)
-    write_parquet(pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(checkpoints))],
-                                "checkpoint_path": checkpoints}), study / "trials.parquet", {"name": "smoke"})
+    info = load_spec(REPO / "configs" / "smoke.yaml").info()
+    StudyDir(study).write_table(TRIALS_FILE, pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(checkpoints))],
+                                                           "checkpoint_path": checkpoints}), info)
     return study
 
 

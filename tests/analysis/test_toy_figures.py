@@ -10,7 +10,7 @@ import torch
 from matplotlib.image import imread
 
 from analysis.toy_figures import pick_trials, toy_figures
-from study.results import SPEC_FILE
+from analysis.results import StudyInfo
 from study.spec import load_spec
 from trainables.loop import CHECKPOINT_FILE, TRIAL_FILE
 from trainables.registry import get_family
@@ -18,12 +18,11 @@ from trainables.registry import get_family
 REPO = Path(__file__).resolve().parents[2]
 
 
-def fake_study(tmp_path: Path, config: str, family: str, betas: list[float]) -> tuple[Path, pd.DataFrame]:
-    """A study directory with ``spec.json`` and one untrained checkpoint per beta, and its trials table."""
+def fake_study(tmp_path: Path, config: str, family: str, betas: list[float]) -> tuple[Path, pd.DataFrame, StudyInfo]:
+    """A study directory with one untrained checkpoint per beta, its trials table and its information."""
     spec = load_spec(REPO / "configs" / config, ["dataset.n=200", f"storage_path={tmp_path}"])
     study_dir = tmp_path / spec.name
     study_dir.mkdir()
-    (study_dir / SPEC_FILE).write_text(spec.model_dump_json())
     rows = []
     for i, beta in enumerate(betas):
         config_obj, training = spec.trial_settings({"beta": beta, "latent_dim": 2})
@@ -37,7 +36,7 @@ def fake_study(tmp_path: Path, config: str, family: str, betas: list[float]) -> 
             "training": training.model_dump(mode="json"), "input_shape": [2], "seed": 0}))
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "beta": beta, "val_elbo": -float(i),
                      "checkpoint_path": str(checkpoint)})
-    return study_dir, pd.DataFrame(rows)
+    return study_dir, pd.DataFrame(rows), spec.info()
 
 
 def test_pick_trials_takes_the_best_of_each_beta_quantile(tmp_path):
@@ -60,30 +59,29 @@ def test_pick_trials_takes_the_best_of_each_beta_quantile(tmp_path):
 
 
 def test_toy_figures_of_a_vae_study(tmp_path):
-    study_dir, trials = fake_study(tmp_path, "toy_beta_sweep.yaml", "mlp_vae", [0.01, 0.1, 1.0])
+    study_dir, trials, info = fake_study(tmp_path, "toy_beta_sweep.yaml", "mlp_vae", [0.01, 0.1, 1.0])
     out = study_dir / "report"
     out.mkdir()
-    figures = toy_figures(study_dir, trials, None, out)
+    figures = toy_figures(None, info, trials, None, out)
     assert [path.name for _, path in figures] == ["toy_data_space.png"]  # unconditional: no per-class figure
     image = imread(figures[0][1])
     assert image.shape[0] > 300 and image.shape[1] > 900  # 3 columns side by side
 
 
 def test_toy_figures_of_a_cvae_study_add_samples_per_class(tmp_path):
-    study_dir, trials = fake_study(tmp_path, "toy_cvae.yaml", "mlp_cvae", [0.01, 1.0])
+    study_dir, trials, info = fake_study(tmp_path, "toy_cvae.yaml", "mlp_cvae", [0.01, 1.0])
     out = study_dir / "report"
     out.mkdir()
-    figures = toy_figures(study_dir, trials, None, out)
+    figures = toy_figures(None, info, trials, None, out)
     assert [path.name for _, path in figures] == ["toy_data_space.png", "toy_samples_per_class.png"]
     assert all(path.is_file() and path.stat().st_size > 10_000 for _, path in figures)
 
 
 def test_toy_figures_skip_other_datasets(tmp_path, dsprites_file):
     spec = load_spec(REPO / "configs" / "smoke.yaml", [f"dataset.path={dsprites_file}"])
-    (tmp_path / SPEC_FILE).write_text(spec.model_dump_json())
     trials = pd.DataFrame({"trial_id": ["a"], "status": ["TERMINATED"], "beta": [1.0], "mig": [0.1],
                            "checkpoint_path": [str(tmp_path)]})
-    assert toy_figures(tmp_path, trials, None, tmp_path) == []
+    assert toy_figures(None, spec.info(), trials, None, tmp_path) == []
 
 
 def test_toy_figures_are_registered_with_the_report():

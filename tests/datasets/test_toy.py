@@ -122,6 +122,6 @@ def test_bad_options_are_refused_naming_the_field(bad, field):
 def test_configs_load():
     for name in ("toy_beta_sweep.yaml", "toy_cvae.yaml"):
         spec = load_spec(REPO / "configs" / name, [])
-        assert spec.dataset["name"] == "toy" and spec.evaluation.metrics == []
+        assert spec.dataset.name == "toy" and spec.evaluation.metrics == []
     cvae = load_spec(REPO / "configs" / "toy_cvae.yaml", [])
-    assert cvae.family["num_classes"] == cvae.dataset_options().num_classes
+    assert cvae.family["num_classes"] == cvae.dataset.num_classes

@@ -152,18 +152,23 @@ def test_non_utf8_config(tmp_path, storage):
     assert_nothing_written(storage)
 
 
-def test_a_local_run_keeps_ray_on_loopback_even_when_validation_imports_ray(tmp_path, dsprites_file):
-    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported; validating the spec
-    imports it (the HDF5 datasource subclasses Ray Data's), so study.run must set it first."""
+def test_a_local_run_imports_ray_only_when_it_starts_it_and_keeps_it_on_loopback(tmp_path, dsprites_file):
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported: validation and the checks
+    before Ray import no Ray, and study.tuning.init_ray sets the variable just before it does."""
     code = (
-        "import sys, study.run as r\n"
+        "import sys, study.run as r, study.tuning as t\n"
+        "real = t.init_ray\n"
+        "def init(*a, **k):\n"
+        "    print('ray imported before init_ray:', 'ray' in sys.modules); real(*a, **k)\n"
         "def started(*a, **k):\n"
         "    import ray._private.ray_constants as c\n"
         "    print('clusters enabled:', c.ENABLE_RAY_CLUSTER); raise SystemExit(0)\n"
-        "r._init_ray = started\n"
-        f"sys.exit(r.main(['{SMOKE}', '--set', 'storage_path={tmp_path / 's'}', '--set', 'dataset.path={dsprites_file}']))\n"
+        "t.init_ray, t.check_cluster = init, started\n"
+        f"sys.exit(r.main(['{SMOKE}', '--num-cpus', '1', '--set', 'storage_path={tmp_path / 's'}', '--set', "
+        f"'dataset.path={dsprites_file}']))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S)
+    assert "ray imported before init_ray: False" in result.stdout, result.stdout + result.stderr
     assert "clusters enabled: False" in result.stdout, result.stdout + result.stderr

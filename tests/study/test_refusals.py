@@ -14,7 +14,11 @@ from pathlib import Path
 import h5py
 import pytest
 
+import study.checks as checks
 import study.run as run_module
+import study.tuning as tuning
+from analysis.results import StudyDir
+from study.spec import load_spec
 from analysis.cli import MAX_ERROR_CHARS
 from tests.conftest import write_dsprites_npz
 
@@ -46,7 +50,7 @@ def no_ray(monkeypatch):
     def tripwire(*args, **kwargs):
         raise RayStarted("Ray was started for bad input")
 
-    monkeypatch.setattr(run_module, "_init_ray", tripwire)
+    monkeypatch.setattr(tuning, "init_ray", tripwire)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
@@ -299,15 +303,13 @@ def test_corrupt_spec_json_in_the_study_directory(tmp_path, capsys, data):
 
 def fake_study(tmp_path: Path, data: Path, capsys, storage: str | Path | None = None) -> Path:
     """A study directory as a first run leaves it before training (spec.json, data.json)."""
-    from study.spec import load_spec
-
     storage = tmp_path / "studies" if storage is None else storage
     spec = load_spec(SMOKE, [f"storage_path={storage}", f"dataset.path={data}"])
-    study = spec.study_dir
+    study = Path(spec.study_location)
     study.mkdir(parents=True)
     (study / "spec.json").write_text(spec.model_dump_json(indent=2))
-    prepared = run_module.load_data(spec)
-    (study / "data.json").write_text(json.dumps({"fingerprint": prepared.fingerprint()}))
+    prepared = checks.load_data(spec)
+    (study / "data.json").write_text(json.dumps({"source": str(data), "fingerprint": prepared.fingerprint().model_dump()}))
     return study
 
 
@@ -323,8 +325,8 @@ def test_resume_accepts_a_spec_saved_before_a_defaulted_field_existed(tmp_path, 
     saved = json.loads((study / "spec.json").read_text())
     del saved["evaluation"]["snapshot_epochs"], saved["resources"]["cpu_fallback"]  # as an older version wrote it
     (study / "spec.json").write_text(json.dumps(saved))
-    assert run_module.check_study_dir(run_module.load_spec(SMOKE, [f"storage_path={tmp_path / 'studies'}",
-                                                                   f"dataset.path={data}"]), overwrite=False)
+    spec = load_spec(SMOKE, [f"storage_path={tmp_path / 'studies'}", f"dataset.path={data}"])
+    assert checks.check_study_dir(spec, StudyDir(spec.study_location), overwrite=False)
 
 
 def test_resume_refuses_a_spec_that_differs_or_holds_a_field_no_longer_known(tmp_path, capsys, data):
@@ -348,7 +350,7 @@ def test_resume_refuses_a_study_copied_from_where_it_started(tmp_path, capsys, d
     monkeypatch.chdir(tmp_path / "copy")
     refuse(capsys, [SMOKE, "--set", "storage_path=studies", "--set", f"dataset.path={data}"],
            "the study was started in", str(study.resolve()), "--overwrite")
-    run_module.check_same_place(study)  # where it started: accepted
+    checks.check_same_place(StudyDir(study))  # where it started: accepted
 
 
 def test_resume_refuses_a_directory_writable_by_others(tmp_path, capsys, data):

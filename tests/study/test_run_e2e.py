@@ -104,7 +104,7 @@ def test_reading_a_study_directory_never_unpickles(smoke_study, tmp_path, monkey
     import sys
 
     from analysis.report import write_report
-    from analysis.results import load_epochs, load_trials
+    from analysis.results import StudyDir, load_epochs, load_trials
     from study.results import write_results
 
     study_dir = tmp_path / "smoke"
@@ -118,7 +118,7 @@ def test_reading_a_study_directory_never_unpickles(smoke_study, tmp_path, monkey
             unpickled.append(args)
 
     sys.addaudithook(audit)
-    write_results(study_dir)
+    write_results(StudyDir(study_dir))
     load_trials(study_dir), load_epochs(study_dir)
     write_report(study_dir)
     assert not marker.exists() and unpickled == []
@@ -135,6 +135,7 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
 
     import torch
 
+    from analysis.results import StudyDir
     from study.results import write_results
 
     study_dir = tmp_path / "smoke"
@@ -147,7 +148,7 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
             assert row[key] == stamped[key] or (row[key] is None and stamped[key] is None), key
         assert row["device"] == "cpu" and row["started_at"] <= row["ended_at"]
     monkeypatch.setattr(torch, "__version__", "99.0-rebuilt-elsewhere")
-    write_results(study_dir)
+    write_results(StudyDir(study_dir))
     after = pd.read_parquet(study_dir / "trials.parquet")
     assert (after["torch_version"] == before["torch_version"]).all()
     assert (after["started_at"] == before["started_at"]).all()

@@ -56,10 +56,10 @@ def test_smoke_spec_loads_with_its_values():
     spec = load_spec(SMOKE)
 
     assert spec.name == "smoke"
-    assert spec.storage_path == Path("studies")
-    assert spec.study_dir == (Path("studies") / "smoke").resolve()
+    assert spec.storage_path == "studies"
+    assert spec.study_location == str((Path("studies") / "smoke").resolve())
     assert spec.seed == 0
-    assert spec.dataset == {"name": "dsprites", "val_fraction": 0.2, "limit": 3000}
+    assert spec.dataset.model_dump(exclude_unset=True) == {"name": "dsprites", "val_fraction": 0.2, "limit": 3000}
     assert spec.family == {"name": "conv_vae", "latent_dim": 4, "filters": [8, 8, 16, 16], "hidden_dim": 32}
     assert list(spec.search_space) == ["beta"]
     beta = spec.search_space["beta"]
@@ -76,7 +76,7 @@ def test_smoke_spec_loads_with_its_values():
 
 
 def test_smoke_spec_dataset_options():
-    options = load_spec(SMOKE).dataset_options()
+    options = load_spec(SMOKE).dataset
 
     assert isinstance(options, DSpritesOptions)
     assert (options.path, options.val_fraction, options.limit) == (None, 0.2, 3000)
