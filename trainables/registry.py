@@ -12,6 +12,8 @@ from typing import Callable
 from pydantic import BaseModel
 from torch import nn
 
+from trainables.protocol import supports
+
 __all__ = ["Family", "register", "get_family", "family_names"]
 
 
@@ -35,8 +37,9 @@ class Family:
         """Per-epoch metric names for one config: :attr:`epoch_metrics` plus those that depend on
         the config (the model class's ``config_metrics(config)``, e.g. a multitask model's
         ``val_y_auc``)."""
-        extra = getattr(self.model_cls, "config_metrics", None)
-        return self.epoch_metrics + (tuple(extra(config)) if extra is not None and config is not None else ())
+        if config is None or not supports(self.model_cls, "config_metrics"):
+            return self.epoch_metrics
+        return self.epoch_metrics + tuple(self.model_cls.config_metrics(config))
 
 
 _FAMILIES: dict[str, Family] = {}
