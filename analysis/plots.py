@@ -543,9 +543,7 @@ def parallel_coordinates_figure(
     if not _reported(done, metric):
         _note(ax, f"no {metric} reported")
         return fig
-    numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
-    done = done.dropna(subset=[*numeric, metric])
-    done = done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+    done = _worst_first(done, params, metric, mode)
     columns = [*params, metric]
     axes_info = [_axis_positions(done[c]) for c in columns]
     ys = np.column_stack([info[0] for info in axes_info])  # (N, len(params) + 1) in [0, 1]
@@ -557,6 +555,22 @@ def parallel_coordinates_figure(
     lines = LineCollection([np.column_stack([xs, y]) for y in ys], colors=mappable.to_rgba(values),
                            linewidths=1.2, alpha=0.8)
     ax.add_collection(lines)
+    _draw_parallel_axes(ax, columns, axes_info)
+    fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
+    return fig
+
+
+def _worst_first(done: pd.DataFrame, params: list[str], metric: str, mode: str) -> pd.DataFrame:
+    """The rows of ``done`` with ``metric`` and every numeric parameter reported, best last (drawn on top)."""
+    numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
+    done = done.dropna(subset=[*numeric, metric])
+    return done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+
+
+def _draw_parallel_axes(ax, columns: list[str], axes_info: list[tuple]) -> None:
+    """The vertical axes of a parallel-coordinates plot at x = 0, 1, ..., with their ticks
+    (:func:`_axis_positions` per column) and names (with the scale when it is not linear)."""
+    xs = np.arange(len(columns), dtype=float)
     for x, (_, tick_pos, tick_labels, _scale) in zip(xs, axes_info):
         ax.axvline(x, color="0.3", lw=0.8, zorder=0)
         for pos, label in zip(tick_pos, tick_labels):
@@ -569,8 +583,6 @@ def parallel_coordinates_figure(
     ax.set_yticks([])
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
-    return fig
 
 
 def importance_figure(table: pd.DataFrame) -> Figure:
