@@ -191,8 +191,9 @@ def study_interpolation_figure(study_dir, trials, best, out: Path) -> list[tuple
         out: The report directory; the figure goes to ``out / "interpolation.png"``.
 
     Returns:
-        ``[(title, path)]``, or ``[]`` when there is no best trial with a checkpoint, or the model
-        does not produce images ``(C, H, W)``.
+        ``[(title, path)]``, or ``[]`` when there is no best trial with a checkpoint, the model
+        does not read images ``(C, H, W)``, or it has no codes to interpolate (the abilities
+        ``generate`` and ``encode`` or ``latent_dim`` of :class:`trainables.protocol.ModelAbilities`).
 
     Raises:
         datasets.registry.DataError: If a VAE's dataset cannot be loaded here (the report lists
