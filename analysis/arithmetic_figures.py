@@ -146,15 +146,7 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
         if input_kind == "image" else None
     real = np.asarray(snapshots["column_answer_images"], dtype=np.float32) / 255.0 \
         if image_output and "column_answer_images" in snapshots else None
-    # Cells of a row: ("text", ...) or ("image", array) with a column title.
-    layout: list[tuple[str, str]] = []
-    layout += [("image", "query")] * query_images.shape[1] if query_images is not None else [("text", "query")]
-    layout += [("text", "truth")]
-    if image_output:
-        layout += [("image", f"generated (epoch {epoch})")] * predicted.shape[1]
-        layout += [("image", "real digits")] * (real.shape[1] if real is not None else 0)
-    else:
-        layout += [("text", f"predicted (epoch {epoch})")]
+    layout = _layout(query_images, predicted if image_output else None, real, epoch)
     widths = [0.6 if kind == "image" else 1.4 for kind, _ in layout]
     fig, axes = plt.subplots(rows, len(layout), figsize=(sum(widths) + 0.4, 0.62 * rows + 0.5), squeeze=False,
                              gridspec_kw={"width_ratios": widths}, constrained_layout=True)
@@ -169,20 +161,40 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
         if predictions is not None:
             texts.append((predictions[r], _RIGHT if predictions[r] == truths[r] else _WRONG))
         for c, (kind, title) in enumerate(layout):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if kind == "image":
-                ax.imshow(images.pop(0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                text, colour = texts.pop(0)
-                ax.text(0.5, 0.5, repr(text), ha="center", va="center", family="monospace", fontsize=10,
-                        color=colour, transform=ax.transAxes)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
+            _draw_cell(axes[r, c], images.pop(0) if kind == "image" else texts.pop(0), kind)
             if r == 0 and (c == 0 or layout[c - 1][1] != title):
-                ax.set_title(title, fontsize=8, loc="left")
+                axes[r, c].set_title(title, fontsize=8, loc="left")
     return fig
+
+
+def _layout(query_images: np.ndarray | None, generated: np.ndarray | None, real: np.ndarray | None,
+            epoch: int) -> list[tuple[str, str]]:
+    """The cells of a row of :func:`examples_figure`, ``(kind, column title)`` with kind ``text``
+    or ``image``: the query (one image per character, or its text), the truth, the prediction
+    (the generated glyphs ``(K, La, 28, 28)`` and the real ones beside them, or the text)."""
+    layout: list[tuple[str, str]] = []
+    layout += [("image", "query")] * query_images.shape[1] if query_images is not None else [("text", "query")]
+    layout += [("text", "truth")]
+    if generated is not None:
+        layout += [("image", f"generated (epoch {epoch})")] * generated.shape[1]
+        layout += [("image", "real digits")] * (real.shape[1] if real is not None else 0)
+    else:
+        layout += [("text", f"predicted (epoch {epoch})")]
+    return layout
+
+
+def _draw_cell(ax, content, kind: str) -> None:
+    """One cell without ticks: an image ``(28, 28)`` in [0, 1], or a ``(text, colour)`` without a frame."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if kind == "image":
+        ax.imshow(content, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        return
+    text, colour = content
+    ax.text(0.5, 0.5, repr(text), ha="center", va="center", family="monospace", fontsize=10, color=colour,
+            transform=ax.transAxes)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def _family_input(checkpoint: Path) -> str | None:

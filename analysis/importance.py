@@ -191,8 +191,29 @@ def param_importances(
     References:
         Watanabe et al. 2023, arXiv:2304.10255 (PED-ANOVA); Hutter et al. 2014, ICML (fANOVA).
     """
-    import optuna
+    params = _checked_arguments(trials, params, objective, mode, evaluator, min_configurations)
+    done = _finished(trials).dropna(subset=[*params, objective])
+    configs = _configuration_means(done, params, objective)
+    result = Importances(objective, mode, evaluator, {}, len(configs), len(done))
+    result.reason = _too_few_or_constant(configs, objective, min_configurations)
+    if result.reason is not None:
+        return result
+    constant = [p for p in params if configs[p].nunique() == 1]
+    varying = [p for p in params if p not in constant]
+    if constant:
+        result.notes.append(f"constant over the finished trials (importance 0): {', '.join(constant)}")
+    if not varying:
+        result.reason = f"no searched parameter varies over the finished trials ({', '.join(params)})"
+        return result
+    values, notes = _evaluate(configs, varying, objective, mode, evaluator, seed, log_params)
+    result.notes += notes
+    result.values = {**values, **{p: 0.0 for p in constant}}
+    return result
 
+
+def _checked_arguments(trials: pd.DataFrame, params: Sequence[str], objective: str, mode: str, evaluator: str,
+                       min_configurations: int) -> list[str]:
+    """``params`` as a list, after the checks whose errors :func:`param_importances` documents."""
     if mode not in ("min", "max") or evaluator not in EVALUATORS or min_configurations < 2:
         raise ValueError(f"`mode` in ('min', 'max'), `evaluator` in {EVALUATORS} and `min_configurations >= 2` "
                          f"must hold, but got (mode={mode!r}, evaluator={evaluator!r}, "
@@ -203,30 +224,41 @@ def param_importances(
     missing = [c for c in [*params, objective] if c not in trials]
     if missing:
         raise KeyError(f"column(s) {missing} not in the trials table; it has {list(trials.columns)}")
+    return params
 
-    done = _finished(trials).dropna(subset=[*params, objective])
-    keyed = done[params].apply(lambda col: col.map(_native)) if len(done) else done[params]
-    configs = (keyed.assign(**{objective: done[objective].astype(float)})
-               .groupby(params, sort=True, dropna=False)[objective].mean().reset_index())
-    result = Importances(objective, mode, evaluator, {}, len(configs), len(done))
+
+def _too_few_or_constant(configs: pd.DataFrame, objective: str, min_configurations: int) -> str | None:
+    """Why the configurations cannot rank parameters (fewer than ``min_configurations``, or one
+    value of ``objective`` for all), or None."""
     if len(configs) < min_configurations:
-        result.reason = (f"{len(configs)} configuration(s) with a finished {objective}; importance needs at least "
-                         f"{min_configurations}")
-        return result
+        return (f"{len(configs)} configuration(s) with a finished {objective}; importance needs at least "
+                f"{min_configurations}")
     if configs[objective].nunique() == 1:
-        result.reason = f"{objective} is the same ({configs[objective].iloc[0]:.4g}) for every configuration"
-        return result
-    constant = [p for p in params if configs[p].nunique() == 1]
-    varying = [p for p in params if p not in constant]
-    if constant:
-        result.notes.append(f"constant over the finished trials (importance 0): {', '.join(constant)}")
-    if not varying:
-        result.reason = f"no searched parameter varies over the finished trials ({', '.join(params)})"
-        return result
-    if len(varying) == 1:
-        result.values = {varying[0]: 1.0, **{p: 0.0 for p in constant}}
-        return result
+        return f"{objective} is the same ({configs[objective].iloc[0]:.4g}) for every configuration"
+    return None
 
+
+def _configuration_means(done: pd.DataFrame, params: list[str], objective: str) -> pd.DataFrame:
+    """One row per configuration (the ``params`` values, as Optuna-ready cells) with the mean
+    ``objective`` over its trials in ``done`` (finished, no NaN), sorted by the parameters."""
+    keyed = done[params].apply(lambda col: col.map(_native)) if len(done) else done[params]
+    return (keyed.assign(**{objective: done[objective].astype(float)})
+            .groupby(params, sort=True, dropna=False)[objective].mean().reset_index())
+
+
+def _evaluate(configs: pd.DataFrame, varying: list[str], objective: str, mode: str, evaluator: str, seed: int,
+              log_params: Collection[str]) -> tuple[dict[str, float], list[str]]:
+    """Optuna's importances of the ``varying`` parameters over an in-memory study of ``configs``.
+
+    Returns:
+        ``(values, notes)``: parameter -> importance, most important first (ties by name), and
+        Optuna's warnings about importance (its "experimental" notice left out). A single
+        varying parameter gets 1.0 without an evaluator.
+    """
+    import optuna
+
+    if len(varying) == 1:
+        return {varying[0]: 1.0}, []
     distributions = infer_distributions(configs, varying, log_params=log_params)
     with _quiet_optuna() as caught:
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
@@ -237,11 +269,10 @@ def param_importances(
         # direction; with a target it would assume lower is better).
         values = optuna.importance.get_param_importances(study, evaluator=_evaluator(evaluator, seed), params=varying)
     experimental = optuna.exceptions.ExperimentalWarning  # PED-ANOVA's "experimental" notice in Optuna 3.6-3.x
-    result.notes += sorted({f"optuna: {w.message}" for w in caught
-                            if "importance" in str(w.message).lower() and not issubclass(w.category, experimental)})
+    notes = sorted({f"optuna: {w.message}" for w in caught
+                    if "importance" in str(w.message).lower() and not issubclass(w.category, experimental)})
     ordered = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
-    result.values = {**{p: float(v) for p, v in ordered}, **{p: 0.0 for p in constant}}
-    return result
+    return {p: float(v) for p, v in ordered}, notes
 
 
 def importance_table(

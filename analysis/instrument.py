@@ -86,23 +86,43 @@ def instrument_sections(
             is not an evaluator name.
     """
     modes = list(modes)
-    if len(modes) != len(objectives) or any(m not in ("min", "max") for m in modes):
-        raise ValueError(f"`modes` must hold one of 'min'/'max' per objective, but got "
-                         f"(objectives={list(objectives)}, modes={modes})")
-    if importance not in _EVALUATOR_NAMES:
-        raise ValueError(f"`importance` must be one of {list(_EVALUATOR_NAMES)}, but got {importance!r}")
+    _check_arguments(objectives, modes, importance)
     out_dir = Path(out_dir)
     params = [p for p in params if p in trials and p not in ("trial_id", "repeat")]
     metrics = list(objectives if metrics is None else metrics)
-    name = _EVALUATOR_NAMES[importance]
-    sections: list[tuple[str, str]] = [("h2", f"Hyperparameter importance ({name})")]
+    sections: list[tuple[str, str]] = [("h2", f"Hyperparameter importance ({_EVALUATOR_NAMES[importance]})")]
     figures: list[tuple[str, Path]] = []
     if not params:
         sections.append(("text", ("No searched parameter in the trials table: no importance, parallel coordinates "
                                   "or seed variance.")))
         return sections, figures
+    for part in (_importance_part(trials, params, objectives, modes, out_dir, importance, seed),
+                 _parallel_coordinates_part(trials, params, objectives[0], modes[0], out_dir),
+                 _variance_part(trials, params, metrics, out_dir, seed, num_bootstrap)):
+        sections += part[0]
+        figures += part[1]
+    return sections, figures
 
+
+_Part = tuple[list[tuple[str, str]], list[tuple[str, Path]]]  # (sections, figures) of one part of the report
+
+
+def _check_arguments(objectives: Sequence[str], modes: list[str], importance: str) -> None:
+    """Raises the ValueError of :func:`instrument_sections` for bad ``modes`` or ``importance``."""
+    if len(modes) != len(objectives) or any(m not in ("min", "max") for m in modes):
+        raise ValueError(f"`modes` must hold one of 'min'/'max' per objective, but got "
+                         f"(objectives={list(objectives)}, modes={modes})")
+    if importance not in _EVALUATOR_NAMES:
+        raise ValueError(f"`importance` must be one of {list(_EVALUATOR_NAMES)}, but got {importance!r}")
+
+
+def _importance_part(trials: pd.DataFrame, params: list[str], objectives: Sequence[str], modes: list[str],
+                     out_dir: Path, importance: str, seed: int) -> _Part:
+    """The importance table (markdown and ``importance.csv``), its notes and ``importance.png``;
+    on failure, what was done and one line naming the error."""
+    name = _EVALUATOR_NAMES[importance]
     present = [(o, m) for o, m in zip(objectives, modes) if o in trials]
+    sections: list[tuple[str, str]] = []
     try:
         table = importance_table(trials, params, [o for o, _ in present], [m for _, m in present],
                                  evaluator=importance, seed=seed)
@@ -118,19 +138,28 @@ def instrument_sections(
             sections.append(("text", f"No importance for {objective}: {reason}."))
         for objective, notes in table.attrs["notes"].items():
             sections.append(("text", f"{objective}: " + "; ".join(notes) + "."))
-        figures.append((f"Importance of each searched parameter, per objective ({name})",
-                        plots.save_figure(plots.importance_figure(table), out_dir / "importance.png")))
+        figure = plots.save_figure(plots.importance_figure(table), out_dir / "importance.png")
+        return sections, [(f"Importance of each searched parameter, per objective ({name})", figure)]
     except Exception as err:  # one part's failure must not cost the report
-        sections.append(_failure("Importance", err))
+        return sections + [_failure("Importance", err)], []
 
+
+def _parallel_coordinates_part(trials: pd.DataFrame, params: list[str], objective: str, mode: str,
+                               out_dir: Path) -> _Part:
+    """``parallel_coordinates.png`` coloured by ``objective``; on failure, one line naming the error."""
     try:
-        figures.append((f"Parallel coordinates, coloured by {objectives[0]}", plots.save_figure(
-            plots.parallel_coordinates_figure(trials, params, objectives[0], modes[0]),
-            out_dir / "parallel_coordinates.png")))
-    except Exception as err:
-        sections.append(_failure("Parallel coordinates", err))
+        figure = plots.save_figure(plots.parallel_coordinates_figure(trials, params, objective, mode),
+                                   out_dir / "parallel_coordinates.png")
+        return [], [(f"Parallel coordinates, coloured by {objective}", figure)]
+    except Exception as err:  # one part's failure must not cost the report
+        return [_failure("Parallel coordinates", err)], []
 
-    sections.append(("h2", "Seed variance: between configurations or between seeds?"))
+
+def _variance_part(trials: pd.DataFrame, params: list[str], metrics: list[str], out_dir: Path, seed: int,
+                   num_bootstrap: int) -> _Part:
+    """The seed-variance heading, table (markdown and ``seed_variance.csv``) and warnings; on
+    failure, what was done and one line naming the error."""
+    sections: list[tuple[str, str]] = [("h2", "Seed variance: between configurations or between seeds?")]
     try:
         variance = variance_table(trials, params, metrics, random_state=np.random.default_rng(seed),
                                   num_bootstrap=num_bootstrap)
@@ -142,6 +171,6 @@ def instrument_sections(
                      ("table", variance_markdown(variance)),
                      ("text", "[CSV](seed_variance.csv)")]
         sections += [("text", sentence) for sentence in seed_noise_sentences(variance)]
-    except Exception as err:
-        sections.append(_failure("Seed variance", err))
-    return sections, figures
+        return sections, []
+    except Exception as err:  # one part's failure must not cost the report
+        return sections + [_failure("Seed variance", err)], []

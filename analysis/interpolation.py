@@ -1,8 +1,9 @@
 """Latent interpolation: linear and spherical paths between two codes, decoded into a figure.
 
-For a VAE the endpoints are the posterior means of two held-out images (decoded with
-``model.likelihood.mean(model.decode(z))``); for a GAN (a model without ``encode``) two
-standard-normal codes (decoded with ``model.generate(z)``). Under a standard-normal prior,
+For a VAE the endpoints are the posterior means of two held-out images; for a GAN (a model
+without ``encode``) two standard-normal codes of its ``latent_dim``. Either way the path is
+decoded with the model's ``generate(z)`` (the means of p(x | z) for a VAE, the generator's
+images for a GAN; see :class:`trainables.protocol.ModelAbilities`). Under a standard-normal prior,
 codes of high dimension concentrate near the sphere of radius ``sqrt(latent_dim)``; the
 midpoint of a straight line between two such codes falls well inside it (``sqrt(1/2)`` of the
 radius for orthogonal codes), where the decoder saw few codes, which spherical interpolation
@@ -173,8 +174,13 @@ def _endpoints(model, info, checkpoint: str | Path | None = None) -> tuple[np.nd
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(images))
     mu = mu.numpy()
-    return mu[0], mu[1], as_numpy(lambda z: model.likelihood.mean(model.decode(z))), \
-        "posterior means of the first two held-out images"
+    return mu[0], mu[1], as_numpy(model.generate), "posterior means of the first two held-out images"
+
+
+def _interpolates(model) -> bool:
+    """Whether ``model`` can be interpolated: it generates from codes, and has either an encoder
+    (the endpoints of a VAE) or a ``latent_dim`` to draw prior codes of (a GAN's)."""
+    return supports(model, "generate") and (supports(model, "encode") or supports(model, "latent_dim"))
 
 
 def study_interpolation_figure(study, info, trials, best, out: Path) -> list[tuple[str, Path]]:
@@ -188,8 +194,9 @@ def study_interpolation_figure(study, info, trials, best, out: Path) -> list[tup
         out: The report directory; the figure goes to ``out / "interpolation.png"``.
 
     Returns:
-        ``[(title, path)]``, or ``[]`` when there is no best trial with a checkpoint, or the model
-        does not produce images ``(C, H, W)``.
+        ``[(title, path)]``, or ``[]`` when there is no best trial with a checkpoint, the model
+        does not read images ``(C, H, W)``, or it has no codes to interpolate (the abilities
+        ``generate`` and ``encode`` or ``latent_dim`` of :class:`trainables.protocol.ModelAbilities`).
 
     Raises:
         datasets.registry.DataError: If a VAE's dataset cannot be loaded here (the report lists
@@ -202,7 +209,7 @@ def study_interpolation_figure(study, info, trials, best, out: Path) -> list[tup
     if not is_directory(checkpoint):
         return []
     model, trial = load_trial_model(checkpoint)
-    if len(trial["input_shape"]) != 3 or not (hasattr(model, "generate") or hasattr(model, "decode")):
+    if len(trial["input_shape"]) != 3 or not _interpolates(model):
         return []
     a, b, decode, what = _endpoints(model, info, checkpoint)
     grid = interpolation_grid(decode, a, b)

@@ -543,9 +543,7 @@ def parallel_coordinates_figure(
     if not _reported(done, metric):
         _note(ax, f"no {metric} reported")
         return fig
-    numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
-    done = done.dropna(subset=[*numeric, metric])
-    done = done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+    done = _worst_first(done, params, metric, mode)
     columns = [*params, metric]
     axes_info = [_axis_positions(done[c]) for c in columns]
     ys = np.column_stack([info[0] for info in axes_info])  # (N, len(params) + 1) in [0, 1]
@@ -557,6 +555,22 @@ def parallel_coordinates_figure(
     lines = LineCollection([np.column_stack([xs, y]) for y in ys], colors=mappable.to_rgba(values),
                            linewidths=1.2, alpha=0.8)
     ax.add_collection(lines)
+    _draw_parallel_axes(ax, columns, axes_info)
+    fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
+    return fig
+
+
+def _worst_first(done: pd.DataFrame, params: list[str], metric: str, mode: str) -> pd.DataFrame:
+    """The rows of ``done`` with ``metric`` and every numeric parameter reported, best last (drawn on top)."""
+    numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
+    done = done.dropna(subset=[*numeric, metric])
+    return done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+
+
+def _draw_parallel_axes(ax, columns: list[str], axes_info: list[tuple]) -> None:
+    """The vertical axes of a parallel-coordinates plot at x = 0, 1, ..., with their ticks
+    (:func:`_axis_positions` per column) and names (with the scale when it is not linear)."""
+    xs = np.arange(len(columns), dtype=float)
     for x, (_, tick_pos, tick_labels, _scale) in zip(xs, axes_info):
         ax.axvline(x, color="0.3", lw=0.8, zorder=0)
         for pos, label in zip(tick_pos, tick_labels):
@@ -569,8 +583,6 @@ def parallel_coordinates_figure(
     ax.set_yticks([])
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
-    return fig
 
 
 def importance_figure(table: pd.DataFrame) -> Figure:
@@ -610,18 +622,6 @@ def importance_figure(table: pd.DataFrame) -> Figure:
 
 
 # ----------------------------------------------------------------------------- model plots
-
-
-def _observation_means(model, logits):
-    """Decoder outputs -> mean images in [0, 1]: sigmoid for a Bernoulli likelihood.
-
-    The likelihood is read from ``model.config.likelihood`` (Bernoulli when absent); any
-    other likelihood is taken to output means, clipped to [0, 1].
-    """
-    import torch
-
-    likelihood = getattr(getattr(model, "config", None), "likelihood", "bernoulli")
-    return torch.sigmoid(logits) if likelihood == "bernoulli" else logits.clamp(0, 1)
 
 
 def _check_images(x, what: str, rows: int | None = None) -> np.ndarray:
@@ -664,10 +664,11 @@ def traversal_figure(model, x: np.ndarray, *, span: float = 2.0, steps: int = 9)
     ``x`` is encoded to its posterior mean ``mu``; latent ``d`` takes the values
     ``mu[d] + t`` for ``steps`` values of ``t`` evenly spaced in ``[-span, span]``, in units of
     the prior's standard deviation (1 for the N(0, I) prior); each code is decoded to its
-    mean image (sigmoid of the logits for a Bernoulli likelihood).
+    mean image by the model's ``generate(z)`` (sigmoid of the logits for a Bernoulli likelihood).
 
     Args:
-        model: A VAE with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``, on the CPU.
+        model: A VAE with the abilities ``encode`` and ``generate``
+            (:class:`trainables.protocol.ModelAbilities`), on the CPU.
         x: float32 ``(1, C, H, W)`` in ``[0, 1]``.
         span: Half-width of the sweep, in prior standard deviations (> 0).
         steps: Number of values per latent (>= 2).
@@ -697,7 +698,7 @@ def traversal_figure(model, x: np.ndarray, *, span: float = 2.0, steps: int = 9)
         offsets = torch.linspace(-span, span, steps)  # (S,)
         z = mu.repeat(dims * steps, 1).reshape(dims, steps, dims)  # (D, S, D)
         z[torch.arange(dims), :, torch.arange(dims)] += offsets  # sweep latent d in row d
-        images = _observation_means(model, model.decode(z.reshape(dims * steps, dims))).numpy()  # (D*S, C, H, W)
+        images = model.generate(z.reshape(dims * steps, dims)).numpy()  # (D*S, C, H, W)
     kl = (0.5 * (mu**2 + logvar.exp() - logvar - 1))[0].numpy()  # (D,) nats
     cells = _displayable(images)
     mosaic = _mosaic(cells.reshape((dims, steps) + cells.shape[1:]))
@@ -716,25 +717,29 @@ def reconstructions_figure(model, x: np.ndarray) -> Figure:
     """Observations above their reconstructions (decoded posterior means).
 
     Args:
-        model: A VAE with ``encode``/``decode`` (and ``reconstruction_nll`` for the title), on the CPU.
+        model: A VAE with the abilities ``encode`` and ``generate`` (and ``decode`` with
+            ``reconstruction_nll`` for the title), on the CPU.
         x: float32 ``(N, C, H, W)`` in ``[0, 1]``; a dozen or so reads best.
 
     Returns:
         A Figure with one axes holding one image of 2 rows by ``N`` cells (shape
         ``(2 * (H + 1) - 1, N * (W + 1) - 1)``, RGB for 3 channels); the title gives the mean
-        reconstruction NLL (nats per sample) when the model has ``reconstruction_nll``.
+        reconstruction NLL (nats per sample) when the model has ``decode`` and ``reconstruction_nll``.
 
     Raises:
         ValueError: If ``x`` is not ``(N, C, H, W)``.
     """
     import torch
 
+    from trainables.protocol import supports
+
     x = _check_images(x, "x")
     with torch.no_grad():
         inputs = torch.from_numpy(x)
-        logits = model.decode(model.encode(inputs)[0])  # (N, C, H, W)
-        recon = _observation_means(model, logits).numpy()
-        nll = model.reconstruction_nll(logits, inputs).mean().item() if hasattr(model, "reconstruction_nll") else None
+        mu = model.encode(inputs)[0]  # (N, latent_dim)
+        recon = model.generate(mu).numpy()  # (N, C, H, W)
+        scored = supports(model, "decode") and supports(model, "reconstruction_nll")
+        nll = model.reconstruction_nll(model.decode(mu), inputs).mean().item() if scored else None
     cells = np.stack([_displayable(x), _displayable(recon)])  # (2, N, h, w[, 3])
     h, w = cells.shape[2:4]
     fig, ax = plt.subplots(figsize=(min(0.8 * len(x) + 1.5, 18), 2.6), constrained_layout=True)

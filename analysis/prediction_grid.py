@@ -94,11 +94,7 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
     num, channels = inputs.shape[:2]
     rows = [("truth", inputs)] + [(f"epoch {e}", np.asarray(snapshots[f"epoch_{e:04d}"], dtype=np.float32))
                                   for e in epochs]
-    if channel_names is None and channels in (1, 3):
-        blocks = [(None, slice(None))]  # grey or RGB
-    else:
-        names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(channels)]
-        blocks = [(CHANNEL_LABELS.get(names[c], names[c]), c) for c in range(channels)]
+    blocks = _blocks(channel_names, channels)
     targets = {name: snapshots.get(f"column_{task.get('column') or name}") for name, task in tasks.items()}
 
     fig, axes = plt.subplots(len(blocks) * len(rows), num, figsize=(1.25 * num + 1.2, 1.35 * len(blocks) * len(rows)),
@@ -110,27 +106,49 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
             epoch_key = None if r == 0 else f"epoch_{epochs[r - 1]:04d}"
             for k in range(num):
                 ax = axes[b * len(rows) + r, k]
-                if label is None and channels == 3:
-                    ax.imshow(np.clip((images[k].transpose(1, 2, 0) - lo) / (hi - lo), 0, 1))
-                else:
-                    image = images[k, channel] if label is not None else images[k, 0]
-                    ax.imshow(image, cmap="viridis" if label is not None else "gray", vmin=lo, vmax=hi,
-                              interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
+                _draw_image(ax, images[k], label, channel, (lo, hi), rgb=label is None and channels == 3)
                 if k == 0:
                     ax.set_ylabel(f"{label}\n{row_label}" if label else row_label, fontsize=7)
-                if b == 0:  # task texts once, above the first block's rows
-                    texts = []
-                    for name, task in tasks.items():
-                        if r == 0 and targets[name] is not None:
-                            texts.append(_truth_text(name, task["kind"], float(targets[name][k])))
-                        elif r > 0 and f"{epoch_key}_{name}" in snapshots:
-                            predicted = np.asarray(snapshots[f"{epoch_key}_{name}"][k])
-                            texts.append(_prediction_text(name, task["kind"], predicted))
-                    if texts:
-                        ax.set_title("\n".join(texts), fontsize=6)
+                texts = _task_texts(snapshots, tasks, targets, epoch_key, k) if b == 0 else []  # above block 0 only
+                if texts:
+                    ax.set_title("\n".join(texts), fontsize=6)
     return fig
+
+
+def _blocks(channel_names: Sequence[str] | None, channels: int) -> list[tuple[str | None, Any]]:
+    """The blocks of rows of :func:`prediction_grid_figure`: ``(label, channel index)`` per channel,
+    or one ``(None, slice(None))`` block (grey for 1 channel, RGB for 3) without channel names."""
+    if channel_names is None and channels in (1, 3):
+        return [(None, slice(None))]  # grey or RGB
+    names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(channels)]
+    return [(CHANNEL_LABELS.get(names[c], names[c]), c) for c in range(channels)]
+
+
+def _draw_image(ax, image: np.ndarray, label: str | None, channel: Any, limits: tuple[float, float], *,
+                rgb: bool) -> None:
+    """One image ``(C, H, W)`` without ticks, colour limits ``limits``: RGB scaled to them when
+    ``rgb``, else the block's channel (viridis) of a named block, or the first channel in grey."""
+    lo, hi = limits
+    if rgb:
+        ax.imshow(np.clip((image.transpose(1, 2, 0) - lo) / (hi - lo), 0, 1))
+    else:
+        ax.imshow(image[channel] if label is not None else image[0], cmap="viridis" if label is not None else "gray",
+                  vmin=lo, vmax=hi, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _task_texts(snapshots: Mapping[str, np.ndarray], tasks: Mapping[str, Mapping[str, Any]],
+                targets: Mapping[str, np.ndarray | None], epoch_key: str | None, k: int) -> list[str]:
+    """Column ``k``'s task lines: each task's truth on the truth row (``epoch_key`` None), its
+    prediction at ``epoch_key`` on an epoch row; tasks without a target or prediction are left out."""
+    texts = []
+    for name, task in tasks.items():
+        if epoch_key is None and targets[name] is not None:
+            texts.append(_truth_text(name, task["kind"], float(targets[name][k])))
+        elif epoch_key is not None and f"{epoch_key}_{name}" in snapshots:
+            texts.append(_prediction_text(name, task["kind"], np.asarray(snapshots[f"{epoch_key}_{name}"][k])))
+    return texts
 
 
 def _tasks_of(checkpoint: Path) -> dict[str, dict[str, Any]] | None:

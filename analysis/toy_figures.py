@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.plots import save_figure
+from trainables.protocol import supports
 
 __all__ = ["toy_figures", "pick_trials", "data_space_figure", "samples_per_class_figure"]
 
@@ -65,8 +66,9 @@ def toy_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
     val = load_prepared(info).val
     keep = np.random.default_rng(0).permutation(len(val["image"]))[:MAX_POINTS]
     points, labels = val["image"][keep], val["label"][keep].astype(np.int64)  # (N, 2), (N,)
-    models = [load_trial_model(row["checkpoint_path"])[0] for row in rows]
-    titles = [_title(model, row, metric) for model, row in zip(models, rows)]
+    loaded = [load_trial_model(row["checkpoint_path"]) for row in rows]  # (model, trial.json) each
+    models = [model for model, _ in loaded]
+    titles = [_title(model, trial["family_config"], row, metric) for (model, trial), row in zip(loaded, rows)]
     unit = " (standardised)" if options.standardize else ""
     figures: list[tuple[str, Path]] = []
     fig = data_space_figure(models, titles, points, labels, axis_unit=unit)
@@ -74,7 +76,7 @@ def toy_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
                  f"best trial by {metric} in each beta quantile", fontsize=10)
     figures.append(("Toy data space: reconstructions and prior samples across beta",
                     save_figure(fig, Path(out) / "toy_data_space.png")))
-    conditional = [(m, t) for m, t in zip(models, titles) if hasattr(m, "num_classes")]
+    conditional = [(m, t) for m, t in zip(models, titles) if supports(m, "num_classes")]
     if conditional:
         fig = samples_per_class_figure([m for m, _ in conditional], [t for _, t in conditional], points, labels,
                                        axis_unit=unit)
@@ -121,8 +123,8 @@ def data_space_figure(models: Sequence[torch.nn.Module], titles: Sequence[str], 
 
     Every panel shows the held-out ``points`` in grey. Top: each point's mean reconstruction,
     coloured by its class, joined to the point by a faint line. Bottom: as many prior samples
-    (likelihood means of decoded ``z ~ N(0, I)``); a conditional model (one with
-    ``num_classes``) samples given the held-out labels, coloured by them.
+    (likelihood means of decoded ``z ~ N(0, I)``); a conditional model (one with the ability
+    ``num_classes``, :func:`trainables.protocol.supports`) samples given the held-out labels, coloured by them.
 
     Args:
         models: Trained VAEs in eval mode with ``reconstruct(batch)`` and ``sample(num, generator)``.
@@ -143,7 +145,7 @@ def data_space_figure(models: Sequence[torch.nn.Module], titles: Sequence[str], 
         with torch.no_grad():
             recon = model.reconstruct(batch).reshape(len(points), -1).float().numpy()  # (N, 2)
             generator = torch.Generator().manual_seed(seed)
-            if hasattr(model, "num_classes"):
+            if supports(model, "num_classes"):
                 samples = model.sample(len(points), generator, labels=batch["label"])
                 sample_labels = labels
             else:
@@ -164,7 +166,7 @@ def data_space_figure(models: Sequence[torch.nn.Module], titles: Sequence[str], 
     handles = [Line2D([], [], ls="", marker="o", color=_DATA_COLOUR, label="held-out point")]
     handles += [Line2D([], [], ls="", marker="o", color=_CLASS_COLOURS[c % 10], label=f"class {c}")
                 for c in np.unique(labels)]
-    if not all(hasattr(model, "num_classes") for model in models):
+    if not all(supports(model, "num_classes") for model in models):
         handles.append(Line2D([], [], ls="", marker="o", color=_SAMPLE_COLOUR, label="prior sample"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     return fig
@@ -205,10 +207,23 @@ def samples_per_class_figure(models: Sequence[torch.nn.Module], titles: Sequence
     return fig
 
 
-def _title(model: torch.nn.Module, row: pd.Series, metric: str) -> str:
-    """``β = 0.012, latent_dim 2`` / ``val_elbo = -1.23 nats`` / the trial id."""
-    beta = row["beta"] if "beta" in row and pd.notna(row["beta"]) else getattr(model, "beta", float("nan"))
-    lines = [f"β = {beta:.3g}, latent_dim {getattr(model, 'latent_dim', '?')}"]
+def _title(model: torch.nn.Module, family_config: dict, row: pd.Series, metric: str) -> str:
+    """``β = 0.012, latent_dim 2`` / ``val_elbo = -1.23 nats`` / the trial id.
+
+    Args:
+        model: The trial's model; its ``latent_dim`` ability gives the code width (``?`` without).
+        family_config: The trial's family config (``trial.json``'s ``family_config``): its
+            ``beta`` when the row has none (a beta that was not searched); NaN for a family
+            without a beta.
+        row: The trial's row of the trials table.
+        metric: The objective ranking the trials; shown unless it is ``val_elbo``.
+    """
+    if "beta" in row and pd.notna(row["beta"]):
+        beta = row["beta"]
+    else:
+        beta = family_config["beta"] if "beta" in family_config else float("nan")
+    latent_dim = model.latent_dim if supports(model, "latent_dim") else "?"
+    lines = [f"β = {beta:.3g}, latent_dim {latent_dim}"]
     elbo = row.get("val_elbo")
     if elbo is not None and pd.notna(elbo):
         lines.append(f"val_elbo = {elbo:.3f} nats")

@@ -111,13 +111,44 @@ def seed_share(
     if len(groups) < 2 or sizes.min() < 1 or sizes.max() < 2:
         raise ValueError(f"at least 2 configurations, each with >= 1 repeat and one with >= 2, must hold, but got "
                          f"repeats per configuration {sizes.tolist()}")
+    values, mask = _padded(groups, sizes)
+    share = float(_share(*_components(values, mask)))
+    shares = _bootstrap_shares(values, sizes, random_state, num_bootstrap)  # (B',) the defined ones
+    if not len(shares):
+        return share, float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(shares, [tail, 1 - tail])
+    return share, float(low), float(high)
+
+
+def _padded(groups: Sequence[np.ndarray], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The groups as one layout: values float ``(k, n_max)`` padded with 0, and the mask bool
+    ``(k, n_max)`` of the real cells (``sizes`` ``(k,)`` int are the groups' lengths)."""
     k, width = len(groups), int(sizes.max())
     values = np.zeros((k, width))  # (k, n_max), padded
     mask = np.arange(width) < sizes[:, None]  # (k, n_max)
     for i, g in enumerate(groups):
         values[i, : len(g)] = g
-    share = float(_share(*_components(values, mask)))
+    return values, mask
 
+
+def _bootstrap_shares(values: np.ndarray, sizes: np.ndarray, random_state: np.random.Generator,
+                      num_bootstrap: int) -> np.ndarray:
+    """Seed shares of ``num_bootstrap`` two-stage bootstrap layouts of ``values``.
+
+    Args:
+        values: float ``(k, n_max)``, configuration ``i``'s repeats in its first ``sizes[i]`` cells.
+        sizes: int ``(k,)`` repeats per configuration (>= 1).
+        random_state: Generator of the draws: the configurations first, then the repeats.
+        num_bootstrap: Replicates ``B``.
+
+    Returns:
+        float ``(B',)``: the finite shares in [0, 1], ``B' <= B`` (undefined replicates left out).
+
+    References:
+        Davison & Hinkley 1997, sec. 3.8 (two-stage resampling and its adjustment).
+    """
+    k, width = values.shape
     means = values.sum(axis=1) / sizes  # (k,) configuration means (padding is 0)
     picked = random_state.integers(0, k, size=(num_bootstrap, k))  # (B, k) configurations drawn
     picked_sizes = sizes[picked]  # (B, k)
@@ -133,12 +164,7 @@ def seed_share(
     inflation = np.sqrt(picked_sizes / np.maximum(picked_sizes - 1, 1))  # (B, k); 1 for a single repeat
     boot_values = means[picked][..., None] + inflation[..., None] * deviations
     shares = _share(*_components(boot_values, boot_mask))  # (B,)
-    shares = shares[np.isfinite(shares)]
-    if not len(shares):
-        return share, float("nan"), float("nan")
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(shares, [tail, 1 - tail])
-    return share, float(low), float(high)
+    return shares[np.isfinite(shares)]
 
 
 def _finished(trials: pd.DataFrame) -> pd.DataFrame:
@@ -192,31 +218,36 @@ def variance_table(
         raise KeyError(f"parameter column(s) {missing} not in the trials table; it has {list(trials.columns)}")
     done = _finished(trials)
     keys = done[params].astype(str).agg("\x1f".join, axis=1) if len(done) else pd.Series(dtype=str)
-    rows = []
-    for metric in metrics:
-        row = {"metric": metric, "seed_share": np.nan, "seed_share_low": np.nan, "seed_share_high": np.nan,
-               "config_share": np.nan, "n_configs": 0, "n_repeats": np.nan, "n_trials": 0, "reason": None}
-        rows.append(row)
-        if metric not in done:
-            row["reason"] = f"{metric} is not a column of the trials table"
-            continue
-        present = done[metric].notna()
-        groups = [g.to_numpy(float) for _, g in done.loc[present, metric].groupby(keys[present], sort=True)]
-        sizes = [len(g) for g in groups]
-        row.update(n_configs=len(groups), n_trials=int(sum(sizes)), n_repeats=float(np.mean(sizes)) if sizes else np.nan)
-        if len(groups) < 2:
-            row["reason"] = f"{len(groups)} configuration(s) with a finished {metric}; the split needs at least 2"
-        elif max(sizes) < 2:
-            row["reason"] = (f"one repeat per configuration for {metric}: seeds of one configuration cannot be told "
-                             "from configurations (run repeats)")
-        else:
-            share, low, high = seed_share(groups, random_state=random_state, num_bootstrap=num_bootstrap)
-            if np.isnan(share):
-                row["reason"] = f"{metric} does not vary over the finished trials"
-            else:
-                row.update(seed_share=share, seed_share_low=low, seed_share_high=high, config_share=1 - share)
+    rows = [_metric_row(done, keys, metric, random_state, num_bootstrap) for metric in metrics]
     return pd.DataFrame(rows, columns=["metric", "seed_share", "seed_share_low", "seed_share_high", "config_share",
                                        "n_configs", "n_repeats", "n_trials", "reason"])
+
+
+def _metric_row(done: pd.DataFrame, keys: pd.Series, metric: str, random_state: np.random.Generator,
+                num_bootstrap: int) -> dict:
+    """One row of :func:`variance_table`: ``metric``'s seed share over the finished trials ``done``,
+    whose configurations are named by ``keys`` (one string per row of ``done``)."""
+    row = {"metric": metric, "seed_share": np.nan, "seed_share_low": np.nan, "seed_share_high": np.nan,
+           "config_share": np.nan, "n_configs": 0, "n_repeats": np.nan, "n_trials": 0, "reason": None}
+    if metric not in done:
+        row["reason"] = f"{metric} is not a column of the trials table"
+        return row
+    present = done[metric].notna()
+    groups = [g.to_numpy(float) for _, g in done.loc[present, metric].groupby(keys[present], sort=True)]
+    sizes = [len(g) for g in groups]
+    row.update(n_configs=len(groups), n_trials=int(sum(sizes)), n_repeats=float(np.mean(sizes)) if sizes else np.nan)
+    if len(groups) < 2:
+        row["reason"] = f"{len(groups)} configuration(s) with a finished {metric}; the split needs at least 2"
+    elif max(sizes) < 2:
+        row["reason"] = (f"one repeat per configuration for {metric}: seeds of one configuration cannot be told "
+                         "from configurations (run repeats)")
+    else:
+        share, low, high = seed_share(groups, random_state=random_state, num_bootstrap=num_bootstrap)
+        if np.isnan(share):
+            row["reason"] = f"{metric} does not vary over the finished trials"
+        else:
+            row.update(seed_share=share, seed_share_low=low, seed_share_high=high, config_share=1 - share)
+    return row
 
 
 def seed_noise_sentence(row: dict | pd.Series) -> str | None:

@@ -215,6 +215,39 @@ def rss_child(path: Path, args) -> dict:
 
 
 def main() -> int:
+    args = _parser().parse_args()
+    if args.rss_child is not None:
+        print("RESULT " + json.dumps(rss_child(args.rss_child, args)), flush=True)
+        return 0
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(args.sizes_gb)
+    files = {size: synthetic_file(args.workdir, size) for size in sizes}
+    print(f"preprocessing in the read tasks: {args.image_mode} 125 -> {args.image_size}, log1p, "
+          f"/ per-channel train max, clip to [0, 1]", flush=True)
+    if not args.skip_throughput:
+        ratio = throughput(args.throughput_file or files[sizes[-1]], args)
+        print(f"ratio={ratio:.2f}  (Ray Data / plain h5py images/s; target >= 0.8)", flush=True)
+    if args.skip_rss:
+        return 0
+    results = {}
+    for size, path in files.items():
+        r = results[size] = _rss_in_a_fresh_process(path, args)
+        if r is None:
+            return 1
+        print(f"rss: {path.name}: {r['file_gb']:.2f} GB, {r['rows']} train jets, load {r['load_s']:.0f} s, "
+              f"epoch {r['epoch_s']:.0f} s ({r['images_per_s']:.0f} images/s), peak RSS {r['peak_rss_gb']:.2f} GB "
+              f"over {r['processes']} processes (idle Ray + driver {r['baseline_rss_gb']:.2f} GB)", flush=True)
+    small, large = results[sizes[0]], results[sizes[-1]]
+    print(f"rss_ratio={large['peak_rss_gb'] / small['peak_rss_gb']:.2f}  (peak RSS {sizes[-1]:g} GB file / "
+          f"{sizes[0]:g} GB file; target <= 1.2; above the idle baseline: "
+          f"{(large['peak_rss_gb'] - large['baseline_rss_gb']):.2f} vs "
+          f"{(small['peak_rss_gb'] - small['baseline_rss_gb']):.2f} GB)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main` (``--rss-child``, hidden, runs :func:`rss_child`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-gb", type=float, nargs="+", default=[1.0, 8.0], help="synthetic file sizes (GB)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vae-study-data-path"),
@@ -236,46 +269,25 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training epoch")
     parser.add_argument("--sample-s", type=float, default=0.25, help="RSS sampling interval")
     parser.add_argument("--rss-child", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
 
-    if args.rss_child is not None:
-        print("RESULT " + json.dumps(rss_child(args.rss_child, args)), flush=True)
-        return 0
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    sizes = sorted(args.sizes_gb)
-    files = {size: synthetic_file(args.workdir, size) for size in sizes}
-    print(f"preprocessing in the read tasks: {args.image_mode} 125 -> {args.image_size}, log1p, "
-          f"/ per-channel train max, clip to [0, 1]", flush=True)
-    if not args.skip_throughput:
-        ratio = throughput(args.throughput_file or files[sizes[-1]], args)
-        print(f"ratio={ratio:.2f}  (Ray Data / plain h5py images/s; target >= 0.8)", flush=True)
-    if args.skip_rss:
-        return 0
-    results = {}
-    for size, path in files.items():
-        cmd = [sys.executable, __file__, "--rss-child", str(path), "--image-size", str(args.image_size),
-               "--image-mode", args.image_mode, "--batch-size", str(args.batch_size), "--stats-rows",
-               str(args.stats_rows), "--num-cpus", str(args.num_cpus), "--threads", str(args.threads),
-               "--sample-s", str(args.sample_s), "--read-concurrency", str(args.read_concurrency),
-               *(["--block-rows", str(args.block_rows)] if args.block_rows else [])]
-        env = {**os.environ, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", f"/tmp/rdp{os.getpid()}")}
-        Path(env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(proc.stdout[-3000:] + proc.stderr[-5000:], file=sys.stderr)
-            return 1
-        r = results[size] = json.loads(lines[-1][len("RESULT "):])
-        print(f"rss: {path.name}: {r['file_gb']:.2f} GB, {r['rows']} train jets, load {r['load_s']:.0f} s, "
-              f"epoch {r['epoch_s']:.0f} s ({r['images_per_s']:.0f} images/s), peak RSS {r['peak_rss_gb']:.2f} GB "
-              f"over {r['processes']} processes (idle Ray + driver {r['baseline_rss_gb']:.2f} GB)", flush=True)
-    small, large = results[sizes[0]], results[sizes[-1]]
-    print(f"rss_ratio={large['peak_rss_gb'] / small['peak_rss_gb']:.2f}  (peak RSS {sizes[-1]:g} GB file / "
-          f"{sizes[0]:g} GB file; target <= 1.2; above the idle baseline: "
-          f"{(large['peak_rss_gb'] - large['baseline_rss_gb']):.2f} vs "
-          f"{(small['peak_rss_gb'] - small['baseline_rss_gb']):.2f} GB)")
-    return 0
+def _rss_in_a_fresh_process(path: Path, args) -> dict | None:
+    """:func:`rss_child`'s figures for ``path``, run in a fresh Python (and Ray) with ``args``'
+    settings; None after printing the child's output tails when it failed."""
+    cmd = [sys.executable, __file__, "--rss-child", str(path), "--image-size", str(args.image_size),
+           "--image-mode", args.image_mode, "--batch-size", str(args.batch_size), "--stats-rows",
+           str(args.stats_rows), "--num-cpus", str(args.num_cpus), "--threads", str(args.threads),
+           "--sample-s", str(args.sample_s), "--read-concurrency", str(args.read_concurrency),
+           *(["--block-rows", str(args.block_rows)] if args.block_rows else [])]
+    env = {**os.environ, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", f"/tmp/rdp{os.getpid()}")}
+    Path(env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        print(proc.stdout[-3000:] + proc.stderr[-5000:], file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 if __name__ == "__main__":

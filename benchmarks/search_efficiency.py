@@ -258,6 +258,29 @@ def epochs_to_target(trials: list[tuple], target: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args, epochs, seeds, num_trials = _arguments(argv)
+    start = time.perf_counter()
+    curves, read = run_grid(epochs, args.curves)
+    finals = np.array([curve[-1] for curve in curves.values()])
+    target = float(np.quantile(finals, TARGET_QUANTILE))
+    grid_epochs = len(curves) * epochs
+    grid_seconds = time.perf_counter() - start
+    how = "read from file" if read else "trained"
+    print(f"grid: {len(curves)} points x {epochs} epochs = {grid_epochs} epochs, {how} in {grid_seconds:.0f} s; final "
+          f"{METRIC}: best {finals.max():.4f}, median {np.median(finals):.4f}, worst {finals.min():.4f}; target "
+          f"(90th percentile) {target:.4f}, reached by {int((finals >= target).sum())} points", flush=True)
+    rows = _run_methods(curves, epochs, seeds, num_trials, target)
+    print()
+    _print_table(rows, finals, grid_epochs, grid_seconds)
+    print(f"(medians over {seeds} searcher seeds; {num_trials} trials per run; target {METRIC} >= {target:.4f}; "
+          f"total {time.perf_counter() - start:.0f} s)")
+    tpe_asha = next(row for row in rows if row["method"] == "tpe+asha")
+    print(f"epochs_ratio={float(np.median(tpe_asha['found'])) / grid_epochs:.4f}")
+    return 0
+
+
+def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, int, int, int]:
+    """The command line, and the epochs, searcher seeds and trials per run it sets (``--quick`` or not)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs, 2 seeds, 12 trials per run")
     parser.add_argument("--seeds", type=int, default=None, help="searcher seeds per method (default 5; --quick 2)")
@@ -271,18 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     num_trials = args.trials if args.trials is not None else (12 if args.quick else len(grid_points()) // 3)
     if seeds < 1 or num_trials < 1:
         parser.error(f"--seeds and --trials must be >= 1, but got (seeds={seeds}, trials={num_trials})")
+    return args, epochs, seeds, num_trials
 
-    start = time.perf_counter()
-    curves, read = run_grid(epochs, args.curves)
-    finals = np.array([curve[-1] for curve in curves.values()])
-    target = float(np.quantile(finals, TARGET_QUANTILE))
-    grid_epochs = len(curves) * epochs
-    grid_seconds = time.perf_counter() - start
-    how = "read from file" if read else "trained"
-    print(f"grid: {len(curves)} points x {epochs} epochs = {grid_epochs} epochs, {how} in {grid_seconds:.0f} s; final "
-          f"{METRIC}: best {finals.max():.4f}, median {np.median(finals):.4f}, worst {finals.min():.4f}; target "
-          f"(90th percentile) {target:.4f}, reached by {int((finals >= target).sum())} points", flush=True)
 
+def _run_methods(curves: dict, epochs: int, seeds: int, num_trials: int, target: float) -> list[dict]:
+    """Every method of :data:`METHODS` over ``seeds`` searcher seeds, on a local Ray of 2 CPUs.
+
+    Returns:
+        One row per method: per seed, ``found`` (epochs to ``target``, inf if never), ``best``
+        (best final value), ``spent`` (epochs run), ``trials`` and ``seconds`` (wall time of the run).
+    """
     import optuna
     import ray
 
@@ -306,22 +327,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method}: epochs to target per seed {found}, {np.mean(seconds):.1f} s per run", flush=True)
     finally:
         ray.shutdown()
+    return rows
 
-    print()
+
+def _print_table(rows: list[dict], finals: np.ndarray, grid_epochs: int, grid_seconds: float) -> None:
+    """The comparison table: the full grid's line, then each method's medians over its seeds."""
     print(f"{'method':<12} {'found':>6} {'epochs to target':>17} {'/ grid':>7} {'best ' + METRIC:>14} "
           f"{'epochs spent':>13} {'trials':>7} {'s/run':>6}")
     print(f"{'grid':<12} {'':>6} {grid_epochs:>17} {1.0:>7.3f} {finals.max():>14.4f} {grid_epochs:>13} "
-          f"{len(curves):>7} {grid_seconds:>6.0f}")
+          f"{len(finals):>7} {grid_seconds:>6.0f}")
     for row in rows:
         median = float(np.median(row["found"]))
         print(f"{row['method']:<12} {sum(np.isfinite(row['found'])):>3}/{len(row['found']):<2} {median:>17.0f} "
               f"{median / grid_epochs:>7.3f} {np.median(row['best']):>14.4f} {np.median(row['spent']):>13.0f} "
               f"{np.median(row['trials']):>7.0f} {np.median(row['seconds']):>6.1f}")
-    print(f"(medians over {seeds} searcher seeds; {num_trials} trials per run; target {METRIC} >= {target:.4f}; "
-          f"total {time.perf_counter() - start:.0f} s)")
-    tpe_asha = next(row for row in rows if row["method"] == "tpe+asha")
-    print(f"epochs_ratio={float(np.median(tpe_asha['found'])) / grid_epochs:.4f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -319,18 +319,8 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
             the image size does not fit the mode, or a split would be empty.
     """
     path = resolve_path(options.path)
-    num_file_rows = check_hdf5(path, KEYS, scan_rows=options.scan_rows, chunk_rows=options.rows_per_block)
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        shape = f[IMAGE_KEY].shape
-        keys = {key: {"shape": list(f[key].shape), "dtype": str(f[key].dtype)} for key in KEYS}
-    if shape[1] != shape[2]:
-        raise DataError(f"{path}: key {IMAGE_KEY!r} must hold square images (N, H, H, 3), but got shape {shape}")
-    h, size = shape[1], options.image_size
-    if (options.image_mode == "pad" and size < h) or (options.image_mode == "crop" and size > h):
-        raise DataError(f"dataset.image_size: {size} cannot be reached from {h}-pixel images by "
-                        f"image_mode={options.image_mode!r}; use {'crop' if size < h else 'pad'} or resize")
+    num_file_rows, h, keys = _checked_file(path, options)
+    size = options.image_size
     num_rows = min(num_file_rows, options.limit or num_file_rows)
     train, val = split_blocks(num_rows, options.block_rows, options.val_fraction, seed)
     row_bytes = 4 * (3 * options.image_size**2 + len(SCALAR_KEYS))  # one preprocessed row, float32
@@ -342,14 +332,7 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
     pre = JetPreprocessor(in_size=h, size=size, mode=options.image_mode, log1p=options.log1p,
                           offset=tuple(stats["offset"]), divisor=tuple(stats["divisor"]),
                           clip=options.clip and options.scale != "zscore")
-    preprocessing = {
-        "channels": list(CHANNELS), "image_mode": options.image_mode, "image_size": size, "input_size": h,
-        "log1p": options.log1p, "scale": options.scale, "clip": pre.clip,
-        **({"quantile": options.quantile} if options.scale == "quantile" else {}),
-        "formula": "clip((log1p(geometry(x)) - offset) / divisor)" if options.log1p else
-                   "clip((geometry(x) - offset) / divisor)",
-        "stats_rows": stats.pop("rows"), "stats_split": "train", **stats,
-    }
+    preprocessing = _preprocessing_record(options, h, pre.clip, stats)
     info = {
         "num_train": sum(b - a for a, b in train), "num_val": sum(b - a for a, b in val), "num_file_rows": num_file_rows,
         "keys": keys, "columns": ["image", *SCALAR_KEYS], "block_rows": options.block_rows, "task_rows": task_rows,
@@ -363,6 +346,45 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
     return PreparedData(train={}, val={}, input_shape=(3, size, size), ground_truth=None, source=path, info=info,
                         ray_datasets=build, column_shapes={"image": (3, size, size), **{k: () for k in SCALAR_KEYS}},
                         column_classes={"y": 2}, channel_names=tuple(CHANNELS))  # y: 1 quark, 0 gluon
+
+
+def _checked_file(path: Path, options: JetsOptions) -> tuple[int, int, dict[str, dict[str, Any]]]:
+    """Checks the file's keys, rows and images against ``options``.
+
+    Returns:
+        ``(rows in the file, input image size H, {key: {"shape", "dtype"}})``.
+
+    Raises:
+        DataError: If the file is invalid (:func:`~datasets.hdf5.check_hdf5`), its images are
+            not square, or ``image_size`` cannot be reached from H by ``image_mode``.
+    """
+    num_file_rows = check_hdf5(path, KEYS, scan_rows=options.scan_rows, chunk_rows=options.rows_per_block)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        shape = f[IMAGE_KEY].shape
+        keys = {key: {"shape": list(f[key].shape), "dtype": str(f[key].dtype)} for key in KEYS}
+    if shape[1] != shape[2]:
+        raise DataError(f"{path}: key {IMAGE_KEY!r} must hold square images (N, H, H, 3), but got shape {shape}")
+    h, size = shape[1], options.image_size
+    if (options.image_mode == "pad" and size < h) or (options.image_mode == "crop" and size > h):
+        raise DataError(f"dataset.image_size: {size} cannot be reached from {h}-pixel images by "
+                        f"image_mode={options.image_mode!r}; use {'crop' if size < h else 'pad'} or resize")
+    return num_file_rows, h, keys
+
+
+def _preprocessing_record(options: JetsOptions, input_size: int, clip: bool, stats: dict[str, Any]) -> dict[str, Any]:
+    """``info["preprocessing"]``: the options, the formula and the train statistics
+    (:func:`channel_statistics`; its ``rows`` becomes ``stats_rows``), as JSON values."""
+    stats = dict(stats)
+    return {
+        "channels": list(CHANNELS), "image_mode": options.image_mode, "image_size": options.image_size,
+        "input_size": input_size, "log1p": options.log1p, "scale": options.scale, "clip": clip,
+        **({"quantile": options.quantile} if options.scale == "quantile" else {}),
+        "formula": "clip((log1p(geometry(x)) - offset) / divisor)" if options.log1p else
+                   "clip((geometry(x) - offset) / divisor)",
+        "stats_rows": stats.pop("rows"), "stats_split": "train", **stats,
+    }
 
 
 def _datasets(path: Path, train: list[tuple[int, int]], val: list[tuple[int, int]], pre: JetPreprocessor,

@@ -1,10 +1,17 @@
 """What the loop, the spec and the analysis may ask of a model: one written Protocol.
 
 Every family's module has ``forward(batch) -> output`` (named scalar terms through
-``output.terms()``, ``loss`` among them). Everything else is an *ability* a family may have;
-:class:`ModelAbilities` lists them with their contracts, and :func:`supports` is the one place that
-asks whether a model (or a model class) has one. Asking for a name that is not an ability is a
-``KeyError``, so a misspelt ability cannot silently read as "not supported".
+``output.terms()``, ``loss`` among them). Everything else is an *ability* a family may have:
+a method, or an attribute. :class:`ModelAbilities` lists them with their contracts, and
+:func:`supports` is the one place that asks whether a model (or a model class) has one. Asking
+for a name that is not an ability is a ``KeyError``, so a misspelt ability cannot silently read
+as "not supported".
+
+Method abilities are declared as methods of :class:`ModelAbilities`; a model has one when the
+name is callable on it. Attribute abilities (``latent_dim``, ``num_classes``) are declared by
+annotation; a model instance has one when it holds the attribute, a model class when it (or a
+base class) declares it, by annotation or as a class attribute or property, so that the class
+and its instances answer alike.
 
 The encoder function of the disentanglement metrics (:func:`representation_fn`) belongs here,
 with the model it wraps.
@@ -12,12 +19,14 @@ with the model it wraps.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["ModelAbilities", "ABILITIES", "supports", "unwrap", "representation_fn"]
+__all__ = ["ModelAbilities", "ABILITIES", "METHOD_ABILITIES", "ATTRIBUTE_ABILITIES", "supports", "unwrap",
+           "representation_fn"]
 
 
 class ModelAbilities(Protocol):
@@ -25,16 +34,44 @@ class ModelAbilities(Protocol):
 
     A family implements those that apply to it; the loop, the spec's checks and the report use
     :func:`supports` to ask.
+
+    Attributes:
+        latent_dim: Width of the code ``z`` (int >= 1): the last dimension of ``encode``'s
+            ``(mu, logvar)`` and of the codes ``decode`` and ``generate`` take.
+        num_classes: Classes a conditional model conditions on (int >= 1); its labels lie in
+            ``[0, num_classes)``, and its ``sample(num, generator, labels=...)`` takes labels
+            ``(num,)``.
     """
 
+    latent_dim: int
+    num_classes: int
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``(B, ...)`` float32 -> posterior ``(mu, logvar)``, each ``(B, latent_dim)``.
+        """Inputs ``(B, ...)`` float32 -> posterior ``(mu, logvar)``, each float32 ``(B, latent_dim)``.
 
         Needed by the ground-truth metrics (MIG, SAP, DCI, ...), traversals and latent PCA.
         """
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes float32 ``(B, latent_dim)`` -> decoder outputs float32 ``(B, ...)`` (the observation shape).
+
+        The raw parameters of p(x | z): logits for a Bernoulli likelihood, means for a Gaussian;
+        :meth:`reconstruction_nll` scores them, :meth:`generate` turns them into observations.
+        """
+
+    def reconstruction_nll(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample NLL float32 ``(B,)`` in nats, summed over data dimensions, of observations
+        ``x`` ``(B, ...)`` given decoder outputs ``decoded`` of the same shape (:meth:`decode`'s)."""
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes float32 ``(B, latent_dim)`` -> observations float32 ``(B, ...)`` in data space.
+
+        The mean of p(x | z) for a VAE (pixel probabilities in [0, 1] for a Bernoulli
+        likelihood), the generator's images for a GAN: what traversals and interpolations show.
+        """
+
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``num`` model samples ``(num, ...)`` in data space (sample metrics such as ``sample_mmd``)."""
+        """``num`` model samples float32 ``(num, ...)`` in data space (sample metrics such as ``sample_mmd``)."""
 
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic outputs ``(B, ...)`` for a batch (the snapshots of the prediction grid)."""
@@ -74,20 +111,35 @@ class ModelAbilities(Protocol):
         """
 
 
-ABILITIES: frozenset[str] = frozenset(
+METHOD_ABILITIES: frozenset[str] = frozenset(
     name for name in vars(ModelAbilities) if not name.startswith("_") and callable(getattr(ModelAbilities, name))
 )
+ATTRIBUTE_ABILITIES: frozenset[str] = frozenset(inspect.get_annotations(ModelAbilities))
+ABILITIES: frozenset[str] = METHOD_ABILITIES | ATTRIBUTE_ABILITIES
 
 
 def supports(model: Any, ability: str) -> bool:
     """Whether ``model`` (a module, a DDP wrapper or a model class) has ``ability``.
+
+    A method ability is supported when the name is callable on ``model``. An attribute ability
+    is supported by an instance that holds the attribute, and by a class when it or a base class
+    declares it (an annotation, a class attribute or a property).
+
+    Args:
+        model: A model instance, a ``DistributedDataParallel`` around one, or a model class.
+        ability: One of :data:`ABILITIES`.
 
     Raises:
         KeyError: If ``ability`` is not one of :data:`ABILITIES`.
     """
     if ability not in ABILITIES:
         raise KeyError(f"unknown model ability {ability!r}; expected one of {sorted(ABILITIES)}")
-    return callable(getattr(unwrap(model), ability, None))
+    target = unwrap(model)
+    if ability in METHOD_ABILITIES:
+        return callable(getattr(target, ability, None))
+    if isinstance(target, type):
+        return any(ability in vars(k) or ability in inspect.get_annotations(k) for k in target.__mro__)
+    return hasattr(target, ability)
 
 
 def unwrap(model: Any) -> Any:

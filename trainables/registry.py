@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from datasets.registry import Registry
+from trainables.protocol import supports
 
 __all__ = ["Family", "FAMILIES", "register", "get_family", "family_names"]
 
@@ -37,8 +38,9 @@ class Family:
         """Per-epoch metric names for one config: :attr:`epoch_metrics` plus those that depend on
         the config (the model class's ``config_metrics(config)``, e.g. a multitask model's
         ``val_y_auc``)."""
-        extra = getattr(self.model_cls, "config_metrics", None)
-        return self.epoch_metrics + (tuple(extra(config)) if extra is not None and config is not None else ())
+        if config is None or not supports(self.model_cls, "config_metrics"):
+            return self.epoch_metrics
+        return self.epoch_metrics + tuple(self.model_cls.config_metrics(config))
 
 
 FAMILIES: Registry[Family] = Registry("family", "trainables.families")

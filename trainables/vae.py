@@ -80,6 +80,10 @@ class VAE(nn.Module):
         """Maps codes ``(B, latent_dim)`` to decoder outputs ``(B, ...)``."""
         return self.decoder(z)
 
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Maps codes ``(B, latent_dim)`` to the means of p(x | z) ``(B, ...)`` in data space."""
+        return self.likelihood.mean(self.decode(z))
+
     def encode_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior ``(mu, logvar)`` of a batch; unconditional: ``encode(batch["image"])``."""
         return self.encode(batch["image"])
@@ -142,4 +146,4 @@ class VAE(nn.Module):
         """``num`` samples from the model, the likelihood means of decoded prior draws ``(num, ...)``."""
         device = next(self.parameters()).device
         z = torch.randn(num, self.latent_dim, generator=generator).to(device)  # (num, latent_dim)
-        return self.likelihood.mean(self.decode(z))
+        return self.generate(z)

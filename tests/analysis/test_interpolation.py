@@ -130,6 +130,12 @@ def test_vae_figure_encodes_two_held_out_images_of_the_study(tmp_path):
     np.testing.assert_allclose(decode(mu[:1]), mean_image)
 
 
+def test_a_model_of_glyph_images_without_codes_has_no_figure(tmp_path):
+    # seq2seq reads (L, 28, 28) glyphs but has no code to interpolate (no generate, no latent_dim).
+    path = checkpoint(tmp_path, "seq2seq", {"input": "image", "hidden_dim": 16, "embedding_dim": 8}, (5, 28, 28))
+    assert study_interpolation_figure(None, None, None, best_row(path), tmp_path) == []
+
+
 def test_nothing_to_show_without_a_checkpoint(tmp_path):
     assert study_interpolation_figure(None, None, None, None, tmp_path) == []
     assert study_interpolation_figure(None, None, None, best_row(str(tmp_path / "gone")), tmp_path) == []

@@ -13,6 +13,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 from trainables.training import TrainingSpec
 from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
 from tests.trainables.test_seq2seq import arithmetic_batch
+from trainables.protocol import ABILITIES, supports
 from trainables.registry import Family, family_names, get_family
 
 def labelled_sprites(setup: dict, batch: int, seed: int) -> dict[str, torch.Tensor]:
@@ -232,7 +233,7 @@ def test_loss_terms_are_finite_and_consistent(family, setup):
     # Untrained decoder logits are near 0: each pixel costs about log 2 nats.
     pixels = math.prod(setup["input_shape"])
     assert terms["recon_loss"] == pytest.approx(pixels * math.log(2), rel=0.2)
-    if setup.get("plain_beta_vae", True) and hasattr(model, "beta"):
+    if setup.get("plain_beta_vae", True):
         assert terms["loss"] == pytest.approx(terms["recon_loss"] + model.beta * terms["kl"], rel=1e-5)
 
 
@@ -249,7 +250,7 @@ def test_reconstructions_are_deterministic_and_val_terms_reproducible(family, se
 
 def test_own_training_step_updates_parameters_with_finite_terms(family, setup):
     model = build(family, setup).train()
-    if not hasattr(model, "training_step"):
+    if not supports(model, "training_step"):
         pytest.skip("trained by the loop's default step")
     optimizers = model.configure_optimizers(TrainingSpec(lr=1e-3, optimizer="adam"))
     before = [p.detach().clone() for p in model.parameters()]
@@ -261,7 +262,7 @@ def test_own_training_step_updates_parameters_with_finite_terms(family, setup):
 
 def test_backward_gives_finite_grads_on_every_parameter(family, setup):
     model = build(family, setup).train()
-    if hasattr(model, "training_step"):
+    if supports(model, "training_step"):
         pytest.skip("has its own training step (tested above)")
     model(binary_batch(setup)).loss.backward()
     for name, parameter in model.named_parameters():
@@ -278,7 +279,7 @@ def mean_eval_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], passe
 
 
 def test_loss_falls_on_a_fixed_batch(family, setup):
-    if hasattr(build(family, setup), "training_step"):
+    if supports(build(family, setup), "training_step"):
         pytest.skip("adversarial losses need not fall")
     model = build(family, setup)
     batch = sprite_batch(setup)
@@ -301,6 +302,87 @@ def test_image_size_not_fitting_the_filters_is_refused(family, setup):
     config = family.config_cls(**setup["config"])
     with pytest.raises(ValueError, match="filters"):
         family.model_cls(config, (1, 18, 18))  # 18 not divisible by 2 ** 2
+
+
+# The abilities of trainables/protocol.py, asked through supports()
+
+
+def test_an_unknown_ability_is_a_key_error(family, setup):
+    for target in (family.model_cls, build(family, setup)):
+        with pytest.raises(KeyError, match="not_an_ability"):
+            supports(target, "not_an_ability")
+
+
+def test_the_class_and_its_instances_agree_on_every_ability(family, setup):
+    model = build(family, setup)
+    disagree = [a for a in sorted(ABILITIES) if supports(family.model_cls, a) != supports(model, a)]
+    assert not disagree, f"{family.name}: declare these abilities on the class too: {disagree}"
+
+
+VAE_ABILITIES = {"encode", "decode", "reconstruction_nll", "generate", "sample", "reconstruct", "latent_dim"}
+NON_VAE_ABILITIES = {"dcgan": {"generate", "sample", "latent_dim"}, "seq2seq": {"reconstruct"}}
+
+
+def test_vaes_have_the_abilities_the_analysis_asks_for(family, setup):
+    have = {a for a in VAE_ABILITIES if supports(family.model_cls, a)}
+    assert have == (VAE_ABILITIES if setup.get("vae", True) else NON_VAE_ABILITIES[family.name])
+    assert supports(family.model_cls, "num_classes") == (family.name == "mlp_cvae")
+
+
+def test_encode_decode_round_trips_shapes(family, setup):
+    model = build(family, setup).eval()
+    if not (supports(model, "encode") and supports(model, "decode")):
+        pytest.skip("no encoder and decoder")
+    x = binary_batch(setup)["image"]
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        decoded = model.decode(mu)
+        means = model.generate(mu)
+        nll = model.reconstruction_nll(decoded, x)
+    assert model.latent_dim == setup["config"]["latent_dim"]
+    assert mu.shape == logvar.shape == (BATCH, model.latent_dim) and mu.dtype == torch.float32
+    assert decoded.shape == means.shape == x.shape and decoded.dtype == means.dtype == torch.float32
+    # generate() is the mean of p(x | z): the decoder's means (Gaussian) or the logits' sigmoid (Bernoulli).
+    expected = decoded if setup.get("likelihood") == "gaussian" else torch.sigmoid(decoded)
+    torch.testing.assert_close(means, expected)
+    assert nll.shape == (BATCH,) and torch.isfinite(nll).all()
+    if setup.get("likelihood") != "gaussian":  # an untrained decoder: about log 2 nats per pixel
+        pixels = math.prod(setup["input_shape"])
+        assert float(nll.mean()) == pytest.approx(pixels * math.log(2), rel=0.2)
+
+
+def test_generate_maps_prior_codes_to_observations(family, setup):
+    model = build(family, setup).eval()
+    if not supports(model, "generate"):
+        pytest.skip("generates nothing from codes")
+    assert supports(model, "latent_dim"), "generate() takes codes of latent_dim"
+    z = torch.randn(BATCH, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = model.generate(z)
+    assert images.shape == (BATCH, *setup["input_shape"]) and torch.isfinite(images).all()
+    if setup.get("likelihood") != "gaussian":  # Bernoulli means and GAN images lie in [0, 1]
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+
+
+def test_conditional_families_give_their_class_count(family, setup):
+    model = build(family, setup).eval()
+    if not supports(model, "num_classes"):
+        pytest.skip("not conditional")
+    assert isinstance(model.num_classes, int) and model.num_classes >= 2
+    assert model.num_classes == setup["config"]["num_classes"]
+    labels = torch.arange(BATCH) % model.num_classes
+    with torch.no_grad():
+        samples = model.sample(BATCH, torch.Generator().manual_seed(0), labels=labels)
+    assert samples.shape == (BATCH, *setup["input_shape"])
+
+
+def test_reported_metrics_add_the_config_metrics_of_families_that_have_them(family, setup):
+    config = family.config_cls(**setup["config"])
+    assert family.reported_metrics() == family.epoch_metrics
+    extra = tuple(family.model_cls.config_metrics(config)) if supports(family.model_cls, "config_metrics") else ()
+    assert family.reported_metrics(config) == family.epoch_metrics + extra
+    if family.name == "multitask_vae":  # SETUPS: a classify task y and a regress task m0
+        assert {"val_y_auc", "val_m0_mae"} <= set(extra)
 
 
 # trainables/losses.py

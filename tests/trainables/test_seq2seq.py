@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from datasets.arithmetic import ANSWER_LENGTH, GLYPH_SIZE, PIXEL_MAX, QUERY_LENGTH, VOCAB, encode
 from trainables.families.seq2seq import GLYPH_SHAPE, VOCAB_SIZE, Seq2Seq, Seq2SeqConfig, jitter
 from trainables.families.seq2seq import PIXEL_MAX as MODEL_PIXEL_MAX
+from trainables.protocol import supports
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
 
@@ -59,7 +60,8 @@ def test_the_family_agrees_with_the_dataset():
         "val_sequence_accuracy", "val_char_accuracy")
     assert family.reported_metrics(Seq2SeqConfig(output="image")) == family.epoch_metrics  # readback: the dataset's
     model = build()
-    assert not hasattr(model, "encode") and not hasattr(model, "sample")  # not a VAE: no MIG, no sample metrics
+    assert not supports(model, "encode") and not supports(model, "sample")  # not a VAE: no MIG, no sample metrics
+    assert not supports(model, "generate") and not supports(model, "latent_dim")  # no codes to interpolate
 
 
 def test_a_few_queries_are_memorised_and_decoded_greedily():

@@ -177,6 +177,8 @@ class DCGAN(nn.Module):
             stride-2 layers (the message names ``filters``).
     """
 
+    latent_dim: int  # the ability of trainables.protocol: the width of the generator's codes
+
     @classmethod
     def check_setup(cls, config: DCGANConfig, training, data) -> None:
         """Refuses images the generator and discriminator cannot take."""

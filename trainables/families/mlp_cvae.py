@@ -50,6 +50,8 @@ class MLPCVAE(MLPVAE):
         input_shape: Shape of one observation, ``(D,)`` (or ``(C, H, W)``, flattened).
     """
 
+    num_classes: int  # the ability of trainables.protocol: labels lie in [0, num_classes)
+
     @classmethod
     def check_setup(cls, config: MLPCVAEConfig, training, data) -> None:
         """Refuses data without a ``label`` column, or with more classes than ``num_classes``."""

@@ -475,7 +475,7 @@ class Seq2Seq(nn.Module):
         return nll, logits, auxiliary
 
     @torch.no_grad()
-    def generate(self, batch: dict[str, torch.Tensor], length: int | None = None) -> torch.Tensor:
+    def greedy_answer(self, batch: dict[str, torch.Tensor], length: int | None = None) -> torch.Tensor:
         """Greedy decoding: each step reads back the previous step's own prediction.
 
         Args:
@@ -514,7 +514,7 @@ class Seq2Seq(nn.Module):
         loss = recon_loss + sum(weights[name] * value for name, value in extra.items())
         predictions: dict[str, torch.Tensor] = {}
         if not self.training:  # scored after evaluation passes only
-            greedy = self.generate(batch)
+            greedy = self.greedy_answer(batch)
             predictions[f"{TARGET_COLUMN}_true"] = batch[TARGET_COLUMN].detach()
             key = "answer_pred" if self.config.output == "text" else "answer_images_pred"
             predictions[key] = greedy.float() if self.config.output == "text" else greedy.half()
@@ -523,7 +523,7 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The greedy answer: token ids as float ``(B, La)`` or glyph means ``(B, La, 28, 28)`` in [0, 1]."""
-        return self.generate(batch).float()
+        return self.greedy_answer(batch).float()
 
     def validation_metrics(self, predictions: dict[str, torch.Tensor]) -> dict[str, float]:
         """Scores of the concatenated validation predictions (``forward``'s ``predictions``).
