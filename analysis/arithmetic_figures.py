@@ -117,7 +117,7 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
     """The fixed validation rows of a checkpoint's snapshots with the last epoch's predictions.
 
     Args:
-        snapshots: :func:`trainables.loop.load_snapshots` of a ``seq2seq`` checkpoint:
+        snapshots: :func:`trainables.checkpoint.load_snapshots` of a ``seq2seq`` checkpoint:
             ``column_query`` ``(K, 5)`` and ``column_answer`` ``(K, 3)`` token ids,
             ``column_query_images`` ``(K, 5, 28, 28)`` / ``column_answer_images`` ``(K, 3, 28, 28)``
             intensities 0-255 when the data had them, and ``epoch_NNNN`` the greedy answers:
@@ -188,7 +188,7 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
 
 def _family_config(checkpoint: Path) -> dict[str, Any]:
     """The trial's family config (``trial.json``), or ``{}``."""
-    from trainables.loop import TRIAL_FILE
+    from trainables.checkpoint import TRIAL_FILE
 
     path = checkpoint / TRIAL_FILE
     if not path.is_file():
@@ -212,7 +212,7 @@ def arithmetic_figures(study_dir: str | Path, trials: pd.DataFrame, best: pd.Ser
         examples when the best checkpoint kept snapshots; ``[]`` when the dataset is not ``arithmetic``.
     """
     from analysis.results import read_spec
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     spec = read_spec(study_dir)
     dataset = spec["dataset"]

@@ -14,7 +14,7 @@ import torch
 from analysis.results import read_json, read_spec
 from datasets.base import ArrayGroundTruthData
 from datasets.registry import PreparedData, get_dataset
-from trainables.loop import TRIAL_FILE, load_checkpoint
+from trainables.checkpoint import TRIAL_FILE, load_checkpoint
 from trainables.protocol import representation_fn
 from trainables.registry import get_family
 

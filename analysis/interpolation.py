@@ -158,7 +158,7 @@ def _endpoints(model, study_dir: Path, checkpoint: str | Path | None = None) -> 
         generator = torch.Generator().manual_seed(NOISE_SEED)
         codes = torch.randn(2, model.latent_dim, generator=generator).numpy()
         return codes[0], codes[1], as_numpy(model.generate), "two standard-normal codes"
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     kept = load_snapshots(checkpoint).get("inputs") if checkpoint else None  # rows the trial kept, if any
     if kept is not None and len(kept) >= 2:

@@ -1,7 +1,7 @@
 """The prediction grid: how the best trial's reconstructions (and task predictions) evolved.
 
 Reads the reconstruction snapshots the training loop keeps in a checkpoint (``snapshots.npz``,
-:func:`trainables.loop.load_snapshots`): the fixed validation rows on top, then one row per saved
+:func:`trainables.checkpoint.load_snapshots`): the fixed validation rows on top, then one row per saved
 epoch, one column per row. Multi-channel images whose channels mean different things (jets:
 Tracks, ECAL, HCAL) get one block of rows per channel, each with colour limits shared by the
 truth and every epoch (a linear scale: the jets loader already ``log1p``-scales the pT); a
@@ -68,7 +68,7 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
     """Truth on top, one row per saved epoch below; one block of rows per channel.
 
     Args:
-        snapshots: :func:`trainables.loop.load_snapshots` of a checkpoint: ``inputs`` float
+        snapshots: :func:`trainables.checkpoint.load_snapshots` of a checkpoint: ``inputs`` float
             ``(K, C, H, W)``, ``epoch_NNNN`` reconstructions of the same shape (data space),
             optionally ``epoch_NNNN_<task>`` predictions (``(K, classes)`` probabilities or
             ``(K,)`` values) and ``column_<name>`` ``(K,)`` targets.
@@ -136,7 +136,7 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
 
 def _tasks_of(checkpoint: Path) -> dict[str, dict[str, Any]] | None:
     """The ``tasks`` of the trial's family config (``trial.json``), or None."""
-    from trainables.loop import TRIAL_FILE
+    from trainables.checkpoint import TRIAL_FILE
 
     path = checkpoint / TRIAL_FILE
     if not path.is_file():
@@ -169,7 +169,7 @@ def prediction_grid(study_dir: str | Path, trials, best, out: Path) -> list[tupl
     Returns:
         ``[(title, path of prediction_grid.png)]`` or ``[]``.
     """
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     if best is None or not isinstance(best.get("checkpoint_path"), str) or not Path(best["checkpoint_path"]).is_dir():
         return []

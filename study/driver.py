@@ -16,7 +16,10 @@ from typing import Any
 
 from analysis.evaluation import Evaluator
 from study.spec import DATASET_PREFIX, StudySpec
-from trainables.loop import REPEAT_KEY, TrialConfig, TuneSession, run_worker, train_fn_per_worker, trial_seed
+from trainables.faults import with_faults
+from trainables.loop import run_worker
+from trainables.session import TuneSession, train_fn_per_worker
+from trainables.trial import REPEAT_KEY, TrialConfig, trial_seed
 
 __all__ = ["train_driver_fn", "trial_config"]
 
@@ -31,7 +34,7 @@ def trial_config(spec: StudySpec, config: dict[str, Any], data: dict[str, Any]) 
     resources = spec.resources
     return TrialConfig(
         family=spec.trial_family(params),
-        family_config=family_config.model_dump(mode="json"),
+        family_config=family_config,
         training=training,
         input_shape=tuple(data["input_shape"]),
         seed=seed,
@@ -73,8 +76,8 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: dict[str, A
     resources = spec.resources
     datasets = _datasets(spec, config, data)
     if resources.num_workers == 1 and resources.trainer == "auto":
-        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
-                                      cpu_fallback=resources.cpu_fallback))
+        run_worker(trial, with_faults(TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
+                                                  cpu_fallback=resources.cpu_fallback), trial))
         return
 
     import ray.train

@@ -30,7 +30,8 @@ from analysis.cli import one_line
 from analysis.metrics import metric_mode
 from analysis.results import (DATA_FILE, SPEC_FILE, StudyFileError, best_trial, read_json, read_spec,
                               write_parquet)
-from trainables.loop import REPEAT_KEY, TRIAL_FILE, trial_seed
+from trainables.checkpoint import PROVENANCE_FIELDS, TRIAL_FILE
+from trainables.trial import REPEAT_KEY, trial_seed
 
 __all__ = ["SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "build_tables", "write_results",
            "write_parquet", "best_trial", "study_metadata", "trial_statuses"]
@@ -44,8 +45,7 @@ TUNE_FIELDS = {
     "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
     "experiment_tag", "config", "training_iteration", "time_total_s",
 }  # fmt: skip
-_PROVENANCE = ("torch_version", "ray_version", "optuna_version", "numpy_version", "git_sha", "git_dirty",
-               "hostname", "device", "threads", "started_at", "ended_at", "gpu_ids")
+_PROVENANCE = tuple(key for key in PROVENANCE_FIELDS if key != "node_id")  # node_id: the reports' own column
 
 
 def trial_statuses(study_dir: str | Path) -> dict[str, dict[str, Any]]:
