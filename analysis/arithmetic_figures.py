@@ -116,7 +116,7 @@ def examples_figure(snapshots: Mapping[str, np.ndarray], *, input_kind: str | No
     """The fixed validation rows of a checkpoint's snapshots with the last epoch's predictions.
 
     Args:
-        snapshots: :func:`trainables.loop.load_snapshots` of a ``seq2seq`` checkpoint:
+        snapshots: :func:`trainables.checkpoint.load_snapshots` of a ``seq2seq`` checkpoint:
             ``column_query`` ``(K, 5)`` and ``column_answer`` ``(K, 3)`` token ids,
             ``column_query_images`` ``(K, 5, 28, 28)`` / ``column_answer_images`` ``(K, 3, 28, 28)``
             intensities 0-255 when the data had them, and ``epoch_NNNN`` the greedy answers:
@@ -224,7 +224,7 @@ def arithmetic_figures(study, info, trials: pd.DataFrame, best: pd.Series | None
         examples when the best checkpoint kept snapshots; ``[]`` when the dataset is not ``arithmetic``.
     """
     from analysis.results import local_copy
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
     from trainables.registry import get_family
 
     if info.dataset["name"] != "arithmetic":

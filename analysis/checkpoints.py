@@ -15,8 +15,7 @@ import torch
 from analysis.results import StudyInfo, local_copy, read_json
 from datasets.base import ArrayGroundTruthData
 from datasets.registry import PreparedData, get_dataset
-from trainables.checkpoint import TRIAL_FILE
-from trainables.loop import load_checkpoint
+from trainables.checkpoint import TRIAL_FILE, load_checkpoint
 from trainables.protocol import representation_fn
 from trainables.registry import get_family
 

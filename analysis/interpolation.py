@@ -160,7 +160,7 @@ def _endpoints(model, info, checkpoint: str | Path | None = None) -> tuple[np.nd
         codes = torch.randn(2, model.latent_dim, generator=generator).numpy()
         return codes[0], codes[1], as_numpy(model.generate), "two standard-normal codes"
     from analysis.results import local_copy
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     with local_copy(checkpoint) as directory:
         kept = load_snapshots(directory).get("inputs") if directory is not None else None  # rows the trial kept

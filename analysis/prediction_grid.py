@@ -1,7 +1,7 @@
 """The prediction grid: how the best trial's reconstructions (and task predictions) evolved.
 
 Reads the reconstruction snapshots the training loop keeps in a checkpoint (``snapshots.npz``,
-:func:`trainables.loop.load_snapshots`): the fixed validation rows on top, then one row per saved
+:func:`trainables.checkpoint.load_snapshots`): the fixed validation rows on top, then one row per saved
 epoch, one column per row. Multi-channel images whose channels mean different things (jets:
 Tracks, ECAL, HCAL) get one block of rows per channel, each with colour limits shared by the
 truth and every epoch (a linear scale: the jets loader already ``log1p``-scales the pT); a
@@ -67,7 +67,7 @@ def prediction_grid_figure(snapshots: Mapping[str, np.ndarray], *, tasks: Mappin
     """Truth on top, one row per saved epoch below; one block of rows per channel.
 
     Args:
-        snapshots: :func:`trainables.loop.load_snapshots` of a checkpoint: ``inputs`` float
+        snapshots: :func:`trainables.checkpoint.load_snapshots` of a checkpoint: ``inputs`` float
             ``(K, C, H, W)``, ``epoch_NNNN`` reconstructions of the same shape (data space),
             optionally ``epoch_NNNN_<task>`` predictions (``(K, classes)`` probabilities or
             ``(K,)`` values) and ``column_<name>`` ``(K,)`` targets.
@@ -176,7 +176,7 @@ def prediction_grid(study, info, trials, best, out: Path) -> list[tuple[str, Pat
         ``[(title, path of prediction_grid.png)]`` or ``[]``.
     """
     from analysis.results import local_copy
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     if best is None or not isinstance(best.get("checkpoint_path"), str):
         return []

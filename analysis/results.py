@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from analysis.metrics import metric_mode
 from datasets.registry import DatasetOptions, Fingerprint, get_dataset
 from trainables.checkpoint import PROVENANCE_FIELDS, TRIAL_FILE
-from trainables.loop import REPEAT_KEY, trial_seed
+from trainables.trial import REPEAT_KEY, trial_seed
 
 __all__ = [
     "SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TRIALS_FILE", "EPOCHS_FILE", "REPORT_DIR",
@@ -596,7 +596,9 @@ def _trial_row(study: StudyDir, trial: TrialFiles, status: str | None, seed: int
     row["epochs_run"] = int(last.get("epoch", 0))
     row["wall_seconds"] = float(last.get("time_total_s", float("nan")))
     row["checkpoint_path"] = trial.checkpoint
-    row.update(study.provenance(trial.checkpoint))
+    for key, value in study.provenance(trial.checkpoint).items():
+        if value is not None or key not in row:  # node_id is also reported each epoch: a missing stamp keeps it
+            row[key] = value
     return row
 
 

@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from analysis.metrics import compute_mig  # noqa: E402
 from datasets.registry import get_dataset  # noqa: E402
 from study.spec import load_spec  # noqa: E402
-from trainables.loop import trial_seed  # noqa: E402
+from trainables.trial import trial_seed  # noqa: E402
 from trainables.registry import get_family  # noqa: E402
 
 CONFIG = REPO / "configs" / "beta_sweep.yaml"

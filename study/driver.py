@@ -18,7 +18,10 @@ from analysis.evaluation import Evaluator
 from datasets.base import ArrayGroundTruthData
 from datasets.registry import PreparedData
 from study.spec import DATASET_PREFIX, StudySpec
-from trainables.loop import REPEAT_KEY, TrialConfig, TuneSession, run_worker, train_fn_per_worker, trial_seed
+from trainables.faults import with_faults
+from trainables.loop import run_worker
+from trainables.session import TuneSession, train_fn_per_worker
+from trainables.trial import REPEAT_KEY, TrialConfig, trial_seed
 
 __all__ = ["TrialData", "train_driver_fn", "trial_config"]
 
@@ -65,7 +68,7 @@ def trial_config(spec: StudySpec, config: dict[str, Any], data: TrialData) -> Tr
     resources = spec.resources
     return TrialConfig(
         family=spec.trial_family(params),
-        family_config=family_config.model_dump(mode="json"),
+        family_config=family_config,
         training=training,
         input_shape=data.input_shape,
         seed=seed,
@@ -99,27 +102,32 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: TrialData) 
         spec_json: The study spec as JSON.
         data: The study's data, handed to every trial.
     """
-    import ray.tune
-
     spec = StudySpec.model_validate_json(spec_json)
     trial = trial_config(spec, config, data)
     resources = spec.resources
     datasets = _datasets(config, data)
     if resources.in_process:
-        run_worker(trial, TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
-                                      cpu_fallback=resources.cpu_fallback))
-        return
+        run_worker(trial, with_faults(TuneSession(datasets, use_gpu=resources.gpus_per_trial > 0,
+                                                  cpu_fallback=resources.cpu_fallback), trial))
+    else:
+        _torch_trainer(spec, trial, datasets).fit()
 
+
+def _torch_trainer(spec: StudySpec, trial: TrialConfig, datasets: dict[str, Any]):
+    """A Train V2 ``TorchTrainer`` (DDP over ``resources.num_workers`` workers) for the trial, resuming
+    from the Tune trial's checkpoint; its reports reach Tune through ``TuneReportCallback``."""
     import ray.train
+    import ray.tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    resources = spec.resources
     context = ray.tune.get_context()
     restored = ray.tune.get_checkpoint()
     per_worker = {"CPU": resources.cpus_per_trial / resources.num_workers}
     if resources.gpus_per_trial:
         per_worker["GPU"] = resources.gpus_per_trial / resources.num_workers
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"trial": trial},
         scaling_config=ray.train.ScalingConfig(
@@ -140,4 +148,3 @@ def train_driver_fn(config: dict[str, Any], *, spec_json: str, data: TrialData) 
         ),
         resume_from_checkpoint=ray.train.Checkpoint(restored.path, restored.filesystem) if restored else None,
     )
-    trainer.fit()

@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
-from trainables.loop import REPEAT_KEY
+from trainables.trial import REPEAT_KEY
 
 __all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE", "JOURNAL_FILE"]
 

@@ -1,11 +1,11 @@
-"""What the loop, the spec and the analysis may ask of a model: one written Protocol.
+"""What the loop, the spec and the analysis may ask of a model, and what the loop asks of a session.
 
-Every family's module has ``forward(batch) -> output`` (named scalar terms through
-``output.terms()``, ``loss`` among them). Everything else is an *ability* a family may have:
-a method, or an attribute. :class:`ModelAbilities` lists them with their contracts, and
-:func:`supports` is the one place that asks whether a model (or a model class) has one. Asking
-for a name that is not an ability is a ``KeyError``, so a misspelt ability cannot silently read
-as "not supported".
+Every family's module has ``forward(batch) -> output``, a :class:`ModelOutput` (named scalar terms
+through ``output.terms()``, ``loss`` among them, and per-sample ``predictions``). Everything else is
+an *ability* a family may have: a method, or an attribute. :class:`ModelAbilities` lists them with
+their contracts, and :func:`supports` is the one place that asks whether a model (or a model class)
+has one. Asking for a name that is not an ability is a ``KeyError``, so a misspelt ability cannot
+silently read as "not supported".
 
 Method abilities are declared as methods of :class:`ModelAbilities`; a model has one when the
 name is callable on it. Attribute abilities (``latent_dim``, ``num_classes``) are declared by
@@ -13,20 +13,36 @@ annotation; a model instance has one when it holds the attribute, a model class 
 base class) declares it, by annotation or as a class attribute or property, so that the class
 and its instances answer alike.
 
+:class:`Session` is where the per-worker loop reports to, reads its data shards from and resumes
+from (Ray Train, Ray Tune, or a test double): every attribute the loop uses is written there.
+
 The encoder function of the disentanglement metrics (:func:`representation_fn`) belongs here,
 with the model it wraps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["ModelAbilities", "ABILITIES", "METHOD_ABILITIES", "ATTRIBUTE_ABILITIES", "supports", "unwrap",
-           "representation_fn"]
+__all__ = ["ModelAbilities", "ModelOutput", "ABILITIES", "METHOD_ABILITIES", "ATTRIBUTE_ABILITIES", "Session",
+           "Shard", "RestoredCheckpoint", "supports", "unwrap", "representation_fn"]
+
+
+class ModelOutput(Protocol):
+    """What every family's ``forward(batch)`` returns (``VAEOutput``, ``GANOutput``, ``Seq2SeqOutput``)."""
+
+    loss: torch.Tensor  # scalar training objective, mean over the batch
+    # Per-sample tensors (B, ...) by name, concatenated over a validation pass and handed to the
+    # model's validation_metrics and the dataset's; {} for a model that predicts nothing.
+    predictions: dict[str, torch.Tensor]
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        """The scalar loss terms by name, ``loss`` among them (reported as ``train_<name>``, ``val_<name>``)."""
 
 
 class ModelAbilities(Protocol):
@@ -116,6 +132,55 @@ METHOD_ABILITIES: frozenset[str] = frozenset(
 )
 ATTRIBUTE_ABILITIES: frozenset[str] = frozenset(inspect.get_annotations(ModelAbilities))
 ABILITIES: frozenset[str] = METHOD_ABILITIES | ATTRIBUTE_ABILITIES
+
+
+class Shard(Protocol):
+    """A worker's view of one dataset split (a Ray Data ``DataIterator`` or a test double)."""
+
+    def iter_torch_batches(self, *, batch_size: int, dtypes: torch.dtype,
+                           device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+        """One pass: batches of ``batch_size`` rows, each column a tensor ``(B, ...)`` on ``device``."""
+
+    def iter_batches(self, *, batch_size: int, batch_format: str) -> Iterator[dict[str, np.ndarray]]:
+        """One pass: batches of ``batch_size`` rows, each column an array ``(B, ...)`` (``batch_format="numpy"``)."""
+
+
+class RestoredCheckpoint(Protocol):
+    """A checkpoint a session hands back to resume from (``ray.train.Checkpoint`` or a test double)."""
+
+    def as_directory(self) -> contextlib.AbstractContextManager[str]:
+        """A context giving a local directory with the checkpoint's files."""
+
+
+class Session(Protocol):
+    """Where a worker reports to: Ray Train (inside a TorchTrainer), Ray Tune (in the trial) or a test double.
+
+    Attributes:
+        world_rank: This worker's rank, 0 to ``world_size - 1``; rank 0 validates and checkpoints.
+        world_size: Workers training the trial (data-parallel).
+        node_id: The Ray node this worker runs on, or None outside Ray.
+        gpu_ids: The GPUs Ray assigned this worker (``[]`` on the CPU).
+    """
+
+    world_rank: int
+    world_size: int
+    node_id: str | None
+    gpu_ids: list[str]
+
+    def report(self, metrics: dict[str, float | str], checkpoint_dir: str | None) -> None:
+        """Reports one epoch's metrics, with the checkpoint directory (rank 0) or None."""
+
+    def checkpoint(self) -> RestoredCheckpoint | None:
+        """The checkpoint to resume from, or None for a fresh trial."""
+
+    def shard(self, name: str) -> Shard:
+        """This worker's shard of the dataset split ``name`` (``train`` or ``val``)."""
+
+    def device(self) -> torch.device:
+        """Where this worker trains."""
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` on the device, DDP-wrapped when several workers train."""
 
 
 def supports(model: Any, ability: str) -> bool:

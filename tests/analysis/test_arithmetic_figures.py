@@ -24,7 +24,7 @@ from analysis.arithmetic_figures import (
 )
 from analysis.results import EvaluationInfo, ObjectiveInfo, StudyInfo
 from datasets.arithmetic import encode
-from trainables.loop import SNAPSHOT_FILE, TRIAL_FILE
+from trainables.checkpoint import SNAPSHOT_FILE, TRIAL_FILE
 
 K = 4
 QUERIES, ANSWERS = ["12+34", "5-7", "99+99", "0-0"], ["46", "-2", "198", "0"]

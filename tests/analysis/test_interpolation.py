@@ -12,7 +12,9 @@ from analysis.checkpoints import load_trial_model
 from analysis.interpolation import _endpoints, interpolation_grid, lerp, slerp, study_interpolation_figure
 from datasets.registry import get_dataset
 from study.spec import StudySpec
-from trainables.loop import TrialConfig, _save_checkpoint, build_model
+from trainables.checkpoint import save_checkpoint
+from trainables.registry import get_family
+from trainables.trial import TrialConfig, build_model
 
 T = np.linspace(0.0, 1.0, 9)
 
@@ -84,13 +86,13 @@ def test_grid_decodes_both_paths_in_order():
 
 
 def checkpoint(tmp_path, family: str, family_config: dict, input_shape: tuple) -> str:
-    config = TrialConfig(family=family, family_config=family_config, training=TrainingSpec(epochs=1), input_shape=input_shape,
-                         seed=0)
+    config = TrialConfig(family=family, family_config=get_family(family).config_cls(**family_config),
+                         training=TrainingSpec(epochs=1), input_shape=input_shape, seed=0)
     torch.manual_seed(0)
     model = build_model(config)
     directory = tmp_path / f"{family}_checkpoint"
     directory.mkdir()
-    _save_checkpoint(str(directory), model, [], 1, config, {})
+    save_checkpoint(str(directory), model, [], 1, config, {})
     return str(directory)
 
 

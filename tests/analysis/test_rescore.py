@@ -15,7 +15,8 @@ from analysis.rescore import rescore
 from analysis.results import SPEC_FILE, TRIALS_FILE, StudyDir
 from study.spec import StudySpec
 from tests.conftest import REPO, write_dsprites_npz
-from trainables.loop import TrialConfig, _save_checkpoint, build_model
+from trainables.checkpoint import save_checkpoint
+from trainables.trial import TrialConfig, build_model
 
 
 @pytest.fixture
@@ -33,12 +34,12 @@ def study_dir(tmp_path):
     rows = []
     for i, beta in enumerate([1.0, 4.0]):
         family_config, training = spec.trial_settings({"beta": beta})
-        config = TrialConfig("conv_vae", family_config.model_dump(mode="json"), training,
+        config = TrialConfig("conv_vae", family_config, training,
                              (1, 64, 64), seed=100 + i)
         model = build_model(config)
         ckpt = study / f"trial{i}" / "checkpoint_000000"
         ckpt.mkdir(parents=True)
-        _save_checkpoint(str(ckpt), model, [__import__("torch").optim.Adam(model.parameters())], 1, config, {})
+        save_checkpoint(str(ckpt), model, [__import__("torch").optim.Adam(model.parameters())], 1, config, {})
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "beta": beta, "seed": 100 + i,
                      "checkpoint_path": str(ckpt), "mig": 0.5})
     rows.append({"trial_id": "t2", "status": "ERROR", "beta": 8.0, "seed": 102, "checkpoint_path": None, "mig": np.nan})

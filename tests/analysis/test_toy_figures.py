@@ -12,7 +12,7 @@ from matplotlib.image import imread
 from analysis.toy_figures import pick_trials, toy_figures
 from analysis.results import StudyInfo
 from study.spec import load_spec
-from trainables.loop import CHECKPOINT_FILE, TRIAL_FILE
+from trainables.checkpoint import CHECKPOINT_FILE, TRIAL_FILE
 from trainables.registry import get_family
 
 REPO = Path(__file__).resolve().parents[2]

@@ -132,7 +132,7 @@ def raw_results(study_dir: Path) -> dict[str, str]:
 
 def last_checkpoint_epoch(study_dir: Path, trial_id: str) -> int | None:
     """The epoch saved in the newest checkpoint in the trial's directory."""
-    from trainables.loop import load_checkpoint
+    from trainables.checkpoint import load_checkpoint
 
     (trial_dir,) = [p.parent for p in study_dir.glob("*/result.json") if trial_id in p.parent.name]
     checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.pt"))

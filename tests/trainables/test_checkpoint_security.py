@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analysis.checkpoints import load_trial_model
-from trainables.loop import CHECKPOINT_FILE, TRIAL_FILE, load_checkpoint
+from trainables.checkpoint import CHECKPOINT_FILE, TRIAL_FILE, load_checkpoint
 
 
 class Payload:

@@ -237,6 +237,17 @@ def test_loss_terms_are_finite_and_consistent(family, setup):
         assert terms["loss"] == pytest.approx(terms["recon_loss"] + model.beta * terms["kl"], rel=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_output_is_a_model_output_with_predictions(family, setup, mode):
+    # The loop reads out.loss, out.terms() and out.predictions of every family (trainables.protocol.ModelOutput).
+    model = build(family, setup).train(mode == "train")
+    out = model(binary_batch(setup))
+    assert out.terms()["loss"] is out.loss
+    assert isinstance(out.predictions, dict)
+    for name, value in out.predictions.items():
+        assert isinstance(value, torch.Tensor) and len(value) == BATCH, name
+
+
 def test_reconstructions_are_deterministic_and_val_terms_reproducible(family, setup):
     vae_only(setup)
     model = build(family, setup).eval()

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from datasets.base import ArrayGroundTruthData
-from trainables.training import TrainingSpec
-from trainables.loop import CHECKPOINT_FILE, TRIAL_FILE, TrialConfig, load_checkpoint, run_worker, trial_seed
+from trainables.checkpoint import CHECKPOINT_FILE, TRIAL_FILE, load_checkpoint
+from trainables.loop import run_worker
 from trainables.registry import get_family
+from trainables.training import TrainingSpec
+from trainables.trial import TrialConfig, trial_seed
 
 FAMILY_CONFIG = {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3}
 INPUT_SHAPE = (1, 16, 16)
@@ -96,6 +98,7 @@ class FakeSession:
     ):
         self.keep = keep
         self.world_rank = world_rank
+        self.gpu_ids: list[str] = []
         self.delete_reported = delete_reported
         self._device = torch.device(device)
         self.shards_asked: list[str] = []
@@ -143,7 +146,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def trial(epochs: int = 3, **changes) -> TrialConfig:
     config = TrialConfig(
         family="conv_vae",
-        family_config=dict(FAMILY_CONFIG),
+        family_config=get_family("conv_vae").config_cls(**FAMILY_CONFIG),
         training=TrainingSpec(epochs=epochs, batch_size=16, lr=1e-2, optimizer="adam"),
         input_shape=INPUT_SHAPE,
         seed=123,
@@ -258,7 +261,9 @@ def test_checkpoint_holds_model_optimizer_epoch_and_trial(tmp_path, data):
         described = json.loads((directory / TRIAL_FILE).read_text())
         assert described["family"] == "conv_vae"
         assert described["seed"] == config.seed
-        assert described["family_config"] == FAMILY_CONFIG
+        # The whole validated config as JSON values (the given keys and the defaults of the rest).
+        assert described["family_config"] == config.family_config.model_dump(mode="json")
+        assert FAMILY_CONFIG.items() <= described["family_config"].items()
         assert "ground_truth" not in described
     family = get_family("conv_vae")
     model = family.model_cls(family.config_cls(**FAMILY_CONFIG), INPUT_SHAPE)
@@ -376,7 +381,7 @@ def test_trial_seed_is_stable_and_differs_across_repeats():
 
 
 def test_snapshots_keep_fixed_val_reconstructions_at_the_chosen_epochs(tmp_path, data):
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     session = run(tmp_path, data, trial(epochs=3, snapshot_epochs=[1], snapshot_samples=5))
     first = load_snapshots(session.checkpoints[0])
@@ -392,7 +397,7 @@ def test_snapshots_keep_fixed_val_reconstructions_at_the_chosen_epochs(tmp_path,
 
 
 def test_snapshots_survive_a_resume_and_can_be_switched_off(tmp_path, data):
-    from trainables.loop import load_snapshots
+    from trainables.checkpoint import load_snapshots
 
     first = run(tmp_path, data, trial(epochs=1), name="first")
     resumed = run(tmp_path, data, trial(epochs=2), restore=first.checkpoints[-1], name="resumed")
@@ -403,7 +408,8 @@ def test_snapshots_survive_a_resume_and_can_be_switched_off(tmp_path, data):
 
 def test_fp32_trains_bit_for_bit_as_a_plain_loop(tmp_path, data):
     """precision fp32 adds nothing: the same parameters as a hand-written loop, to the bit."""
-    from trainables.loop import _run_epoch, build_model
+    from trainables.loop import _run_epoch
+    from trainables.trial import build_model
 
     config = trial(epochs=1)
     torch.manual_seed(0)

@@ -256,8 +256,10 @@ class ColumnShard:
 
 def test_the_loop_reports_task_scores_and_snapshots_predictions(tmp_path):
     from tests.trainables.test_loop import FakeSession
-    from trainables.loop import TrialConfig, load_snapshots, run_worker
+    from trainables.checkpoint import load_snapshots
+    from trainables.loop import run_worker
     from trainables.registry import get_family
+    from trainables.trial import TrialConfig
 
     data = {k: v.numpy() for k, v in batch(48, seed=3).items()}
     train = {k: v[:32] for k, v in data.items()}
@@ -265,7 +267,7 @@ def test_the_loop_reports_task_scores_and_snapshots_predictions(tmp_path):
     session = FakeSession(tmp_path, train["image"], val["image"])
     session.datasets = {"train": ColumnShard(train), "val": ColumnShard(val)}
     family_config = {**NET, "tasks": TASKS}
-    config = TrialConfig(family="multitask_vae", family_config=family_config, input_shape=INPUT_SHAPE, seed=1,
+    config = TrialConfig(family="multitask_vae", family_config=MultitaskVAEConfig(**family_config), input_shape=INPUT_SHAPE, seed=1,
                          training=TrainingSpec(epochs=2, batch_size=8, lr=1e-3, optimizer="adam"),
                          snapshot_samples=4)
     run_worker(config, session)

@@ -24,7 +24,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import torch
@@ -67,11 +67,18 @@ class GANOutput:
         d_loss: Scalar discriminator loss ``-log D(x) - log(1 - D(G(z)))``, mean over the batch, nats.
         g_loss: Scalar non-saturating generator loss ``-log D(G(z))``, mean over the batch, nats.
         fake: ``(B, C, H, W)`` generated images in [0, 1].
+        predictions: Per-sample predictions for validation metrics: none (``{}``), a GAN predicts nothing.
     """
 
     d_loss: torch.Tensor
     g_loss: torch.Tensor
     fake: torch.Tensor
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The generator's loss (``g_loss``), the ``loss`` of :meth:`terms`."""
+        return self.g_loss
 
     def terms(self) -> dict[str, torch.Tensor]:
         """``loss`` (the generator's), ``d_loss`` and ``g_loss``."""
