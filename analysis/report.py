@@ -35,8 +35,9 @@ from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
 from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import (EPOCHS_FILE, REPORT_DIR, StorageError, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
+from analysis.results import (EPOCHS_FILE, REPORT_DIR, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
                               best_trial, is_directory, load_epochs, load_trials)
+from datasets.storage import StorageError  # noqa: E402
 from datasets.registry import DataError  # noqa: E402
 from analysis.instrument import instrument_sections  # noqa: E402
 from analysis.tables import (best_configurations, disentanglement_table, markdown_table_html, to_markdown,  # noqa: E402

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import (TRIALS_FILE, StorageError, StudyDir, StudyFileError, load_trials,
-                              resolve_checkpoint)
+from analysis.results import TRIALS_FILE, StudyDir, StudyFileError, load_trials, resolve_checkpoint
 from datasets.registry import DataError
+from datasets.storage import StorageError
 
 __all__ = ["rescore"]
 

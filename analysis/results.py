@@ -39,13 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analysis.metrics import metric_mode
 from datasets.registry import DatasetOptions, Fingerprint, get_dataset
+from datasets.storage import StorageError, first_line, open_location
 from trainables.checkpoint import PROVENANCE_FIELDS, TRIAL_FILE
 from trainables.trial import REPEAT_KEY, trial_seed
 
 __all__ = [
     "SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TRIALS_FILE", "EPOCHS_FILE", "REPORT_DIR",
-    "JOURNAL_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StorageError", "StudyDir", "StudyInfo",
-    "DataRecord", "TrialStatus", "open_location", "is_uri", "build_tables", "write_tables", "load_trials",
+    "JOURNAL_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StudyDir", "StudyInfo",
+    "DataRecord", "TrialStatus", "build_tables", "write_tables", "load_trials",
     "load_epochs", "load_info", "best_trial", "resolve_checkpoint", "local_copy", "read_json", "is_directory",
 ]
 
@@ -65,77 +66,12 @@ TUNE_FIELDS = frozenset({
     "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
     "experiment_tag", "config", "training_iteration", "time_total_s",
 })  # fmt: skip
-# Packages that bring the filesystems of the usual schemes, named in the error when one is missing.
-_SCHEME_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "abfss": "adlfs",
-                    "az": "adlfs", "hf": "huggingface_hub", "http": "aiohttp", "https": "aiohttp"}
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class StudyFileError(ValueError):
     """A file of a study directory is missing, unreadable or corrupt; the message names it."""
-
-
-class StorageError(ValueError):
-    """A storage location that cannot be used (unknown scheme, missing package, refused); one line."""
-
-
-# --- the filesystem seam -------------------------------------------------------------------------
-
-def is_uri(location: str | os.PathLike) -> bool:
-    """Whether ``location`` names object storage (``scheme://...``) rather than a local path."""
-    text = os.fspath(location)
-    return "://" in text and not text.startswith("file://")
-
-
-def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str, str]:
-    """The filesystem of a local path or URI, the path inside it, and the canonical location.
-
-    Local paths are made absolute with ``~`` expanded (``file://`` too). A URI goes to pyarrow's
-    own filesystems (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``), else to an installed fsspec
-    implementation of its scheme. Credentials and endpoints come from each cloud's standard
-    environment and config files only (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
-
-    Returns:
-        ``(filesystem, path, location)``: ``location`` is the absolute local path or the URI
-        without a trailing slash.
-
-    Raises:
-        StorageError: If the scheme is unknown or the package its filesystem needs is not installed.
-    """
-    text = os.fspath(location)
-    if not is_uri(text):
-        local = os.path.realpath(os.path.expanduser(text.removeprefix("file://")))  # no error on a symlink loop
-        return pafs.LocalFileSystem(), local, local
-    text = text.rstrip("/")
-    try:
-        fs, path = pafs.FileSystem.from_uri(text)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        fs, path = _fsspec_filesystem(text)
-    except OSError as err:
-        raise StorageError(f"{text}: cannot open the storage ({_first_line(err)})") from None
-    return fs, path.rstrip("/"), text
-
-
-def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    scheme = uri.split("://", 1)[0].lower()
-    package = _SCHEME_PACKAGES.get(scheme)
-    try:
-        import fsspec
-
-        fs = fsspec.filesystem(scheme)
-    except ImportError:
-        hint = f"pip install {package}" if package else f"install the fsspec filesystem of {scheme}://"
-        raise StorageError(f"{uri}: the {scheme}:// scheme needs a package that is not installed ({hint})") from None
-    except ValueError:
-        raise StorageError(f"{uri}: unknown storage scheme {scheme}://; expected a local path or a URI such as "
-                           "s3://bucket/prefix, gs://, abfs://") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), fs._strip_protocol(uri)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -273,7 +209,7 @@ class StudyDir:
         try:
             return self.fs.get_file_info(self.path(*parts))
         except OSError as err:
-            raise StudyFileError(f"{self.uri(*parts)}: cannot be read ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(*parts)}: cannot be read ({first_line(err)})") from None
 
     def exists(self, *parts: str) -> bool:
         """Whether ``parts`` (a file or a directory) exists."""
@@ -293,7 +229,7 @@ class StudyDir:
         try:
             return list(self.fs.get_file_info(selector))
         except OSError as err:
-            raise StudyFileError(f"{self.uri(*parts)}: cannot be listed ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(*parts)}: cannot be listed ({first_line(err)})") from None
 
     def is_empty(self) -> bool:
         """Whether the study directory is missing or holds nothing."""
@@ -314,7 +250,7 @@ class StudyDir:
         except OSError as err:
             if not self.exists(*parts):
                 raise FileNotFoundError(f"{self.uri(*parts)}: no such file") from None
-            raise StudyFileError(f"{self.uri(*parts)}: not readable ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(*parts)}: not readable ({first_line(err)})") from None
 
     def read_text(self, *parts: str) -> str:
         """A UTF-8 text file (undecodable bytes replaced)."""
@@ -331,7 +267,7 @@ class StudyDir:
         try:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
-            raise StudyFileError(f"{self.uri(*parts)}: not valid JSON ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(*parts)}: not valid JSON ({first_line(err)})") from None
 
     def write_bytes(self, *parts: str, data: bytes) -> None:
         """Writes a file whole: locally to a temporary name, then renamed; an object is one PUT."""
@@ -393,7 +329,7 @@ class StudyDir:
         except StorageError:
             raise
         except (OSError, RuntimeError, ValueError) as err:  # EACCES, EROFS, ENAMETOOLONG, ELOOP, no bucket
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
             raise StorageError(f"storage_path: {self.location} cannot be created or written ({reason})") from None
 
     @contextlib.contextmanager
@@ -430,7 +366,7 @@ class StudyDir:
         try:
             return pq.read_table(self.path(name), filesystem=self.fs).to_pandas()
         except (OSError, pa.ArrowException, ValueError) as err:
-            raise StudyFileError(f"{self.uri(name)}: not a readable parquet table ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(name)}: not a readable parquet table ({first_line(err)})") from None
 
     def write_table(self, name: str, frame: pd.DataFrame, info: StudyInfo) -> None:
         """Writes a parquet table whole (temporary name, then rename) with ``info`` in its metadata."""
@@ -455,7 +391,7 @@ class StudyDir:
                 raw = (pq.read_schema(handle).metadata or {}).get(METADATA_KEY)
             return StudyInfo.model_validate_json(raw or b"null")
         except (OSError, pa.ArrowException) as err:
-            raise StudyFileError(f"{self.uri(TRIALS_FILE)}: not a readable parquet table ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(TRIALS_FILE)}: not a readable parquet table ({first_line(err)})") from None
         except ValidationError:
             raise StudyFileError(f"{self.uri(TRIALS_FILE)}: no study information in its metadata (written by an older "
                                  "vae-study?); rebuild the tables with python -m study.results STUDY") from None
@@ -473,7 +409,7 @@ class StudyDir:
         try:
             return DataRecord.model_validate(self.read_json(DATA_FILE))
         except ValidationError as err:
-            raise StudyFileError(f"{self.uri(DATA_FILE)}: not a data record ({_first_line(err)})") from None
+            raise StudyFileError(f"{self.uri(DATA_FILE)}: not a data record ({first_line(err)})") from None
 
     def write_data_record(self, record: DataRecord) -> None:
         self.write_json(DATA_FILE, value=record.model_dump())  # numpy scalars among the facts as text

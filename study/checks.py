@@ -14,8 +14,9 @@ import stat
 from pathlib import Path
 
 from analysis.cli import shorten
-from analysis.results import SPEC_FILE, StorageError, StudyDir, StudyFileError
+from analysis.results import SPEC_FILE, StudyDir, StudyFileError
 from datasets.registry import DataError, Fingerprint, PreparedData, get_dataset
+from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
 __all__ = ["UsageError", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]

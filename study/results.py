@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from analysis.cli import one_line
-from analysis.results import StorageError, StudyDir, StudyFileError, write_tables
+from analysis.results import StudyDir, StudyFileError, write_tables
+from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
 __all__ = ["write_results", "main"]

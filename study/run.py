@@ -81,9 +81,9 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     from study.driver import TrialData
     from study.tuning import build_tuner, check_cluster, init_ray
 
+    prepared = load_data(spec)
     study = StudyDir(spec.study_location)
     resume = check_study_dir(spec, study, args.overwrite)
-    prepared = load_data(spec)
     if resume:
         check_same_data(study, prepared.fingerprint())
         check_same_place(study)

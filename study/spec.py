@@ -22,8 +22,9 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny,
 from analysis.cli import one_line, shorten
 from analysis.evaluation import metric_requirement
 from analysis.metrics import METRICS, metric_key_modes
-from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo, is_uri
+from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo
 from datasets.registry import DataDescription, DatasetOptions, get_dataset
+from datasets.storage import is_uri
 from trainables.protocol import supports
 from trainables.registry import get_family
 from trainables.training import TrainingSpec

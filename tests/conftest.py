@@ -12,6 +12,7 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import subprocess  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -119,6 +120,72 @@ def smoke_study(tmp_path_factory):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     return tmp / "studies" / "smoke", proc, {"cmd": cmd, "env": env}
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A bucket on the loopback S3 server (moto), with the environment that reaches it.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:PORT``.
+        name: The bucket's name.
+        env: ``AWS_*`` variables (endpoint, test keys, region), also set in this process.
+    """
+
+    endpoint: str
+    name: str
+    env: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.name}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key under ``prefix``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def put(self, key: str, path: Path) -> str:
+        """Uploads a local file; returns its URI."""
+        self.client().upload_file(str(path), self.name, key)
+        return f"{self.uri}/{key}"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server in this process, on 127.0.0.1 (a real S3 wire protocol on loopback)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path) -> S3Bucket:
+    """A fresh bucket on the loopback S3 server; this process's environment points at it (test keys
+    only, no ~/.aws), and ``env`` carries the same variables for subprocesses."""
+    import uuid
+
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    bucket = S3Bucket(endpoint=s3_server, name=f"vae-{uuid.uuid4().hex[:12]}", env=env)
+    bucket.client().create_bucket(Bucket=bucket.name)
+    return bucket
 
 
 sys.path.insert(0, str(REPO))
