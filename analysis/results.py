@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 REPORT_DIR = "report"
 JOURNAL_FILE = "optuna.journal"  # the study's Optuna storage: optuna-dashboard STUDY/optuna.journal
+PROBE_TIMEOUT_S = 20.0  # a storage location that does not answer a write in this time is refused
 METADATA_KEY = b"vae_study"  # parquet schema metadata: the StudyInfo as JSON
 FINAL_STATUSES = ("TERMINATED", "ERROR")
 # Keys Tune adds to every result; not metrics of ours.
@@ -72,6 +74,28 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 class StudyFileError(ValueError):
     """A file of a study directory is missing, unreadable or corrupt; the message names it."""
+
+
+def _within(timeout_s: float, call, where: str) -> None:
+    """Runs ``call()`` in a daemon thread; its exception is raised here, and a storage that does not
+    answer within ``timeout_s`` seconds is a StorageError (the thread is left to die with the process)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as err:  # handed to the caller
+            outcome.append(err)
+
+    thread = threading.Thread(target=run, daemon=True, name="vae-study-probe")
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise StorageError(f"{where}: no answer from the storage within {timeout_s:g} s (check the endpoint, "
+                           "the network and the credentials)")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -300,37 +324,44 @@ class StudyDir:
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(self.path(*parts))
 
-    def probe(self) -> None:
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         """Checks that the study location can be written, leaving nothing behind: locally, a
         temporary directory is made and removed in the nearest existing ancestor; in object
-        storage, a marker object is written and deleted.
+        storage, a marker object is written and deleted (the prefix may keep an empty directory
+        marker), within ``timeout_s`` seconds.
 
         Raises:
             StorageError: One line naming the location and why (no such bucket, access denied,
-                read-only, a part of the path is a file, ...).
+                an endpoint that does not answer, read-only, a part of the path is a file, ...).
         """
         try:
             if self.remote:
-                name = f".vae-study-probe-{uuid.uuid4().hex[:12]}"
-                self.write_bytes(name, data=b"probe")
-                self.fs.delete_file(self.path(name))
-                return
-            probe = self.root
-            while True:  # the nearest existing ancestor (a symlink loop or a long name raises)
-                try:
-                    mode = os.stat(probe).st_mode
-                    break
-                except (FileNotFoundError, NotADirectoryError):
-                    probe = os.path.dirname(probe)
-            if not stat.S_ISDIR(mode):
-                what = "study directory" if probe == self.root else "directory"
-                raise StorageError(f"storage_path: {probe} is a file; expected a {what}")
-            os.rmdir(tempfile.mkdtemp(prefix=".vae-study-probe-", dir=probe))
+                _within(timeout_s, self._probe_object, f"storage_path: {self.location}")
+            else:
+                self._probe_local()
         except StorageError:
             raise
-        except (OSError, RuntimeError, ValueError) as err:  # EACCES, EROFS, ENAMETOOLONG, ELOOP, no bucket
+        except (OSError, RuntimeError, ValueError, pa.ArrowException) as err:  # EACCES, EROFS, ELOOP, no bucket
             reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
             raise StorageError(f"storage_path: {self.location} cannot be created or written ({reason})") from None
+
+    def _probe_object(self) -> None:
+        name = f".vae-study-probe-{uuid.uuid4().hex[:12]}"
+        self.write_bytes(name, data=b"probe")
+        self.fs.delete_file(self.path(name))
+
+    def _probe_local(self) -> None:
+        probe = self.root
+        while True:  # the nearest existing ancestor (a symlink loop or a long name raises)
+            try:
+                mode = os.stat(probe).st_mode
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                probe = os.path.dirname(probe)
+        if not stat.S_ISDIR(mode):
+            what = "study directory" if probe == self.root else "directory"
+            raise StorageError(f"storage_path: {probe} is a file; expected a {what}")
+        os.rmdir(tempfile.mkdtemp(prefix=".vae-study-probe-", dir=probe))
 
     @contextlib.contextmanager
     def local(self, *parts: str) -> Iterator[Path]:

@@ -53,24 +53,31 @@ def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str, st
         return pafs.LocalFileSystem(), local, local
     text = text.rstrip("/")
     try:
-        fs, path = pafs.FileSystem.from_uri(text)
+        fs, path = pafs.FileSystem.from_uri(text)  # pyarrow's own filesystems, else fsspec's
+    except ImportError:
+        raise StorageError(_missing_package(text)) from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         fs, path = _fsspec_filesystem(text)
-    except OSError as err:
+    except (OSError, pa.ArrowException) as err:
         raise StorageError(f"{text}: cannot open the storage ({first_line(err)})") from None
     return fs, path.rstrip("/"), text
 
 
-def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def _missing_package(uri: str) -> str:
     scheme = uri.split("://", 1)[0].lower()
     package = SCHEME_PACKAGES.get(scheme)
+    hint = f"pip install {package}" if package else f"install the fsspec filesystem of {scheme}://"
+    return f"{uri}: the {scheme}:// scheme needs a package that is not installed ({hint})"
+
+
+def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    scheme = uri.split("://", 1)[0].lower()
     try:
         import fsspec
 
         fs = fsspec.filesystem(scheme)
     except ImportError:
-        hint = f"pip install {package}" if package else f"install the fsspec filesystem of {scheme}://"
-        raise StorageError(f"{uri}: the {scheme}:// scheme needs a package that is not installed ({hint})") from None
+        raise StorageError(_missing_package(uri)) from None
     except ValueError:
         raise StorageError(f"{uri}: unknown storage scheme {scheme}://; expected a local path or a URI such as "
                            "s3://bucket/prefix, gs://, abfs://") from None
@@ -78,5 +85,20 @@ def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def first_line(err: BaseException) -> str:
+    """An error's first line, at most 200 characters; S3's error codes as words."""
     lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__
+    text = lines[0] if lines else type(err).__name__
+    for code, words in _AWS_ERRORS.items():
+        if f"AWS Error {code}" in text:
+            return words
+    return text[:200]
+
+
+_AWS_ERRORS = {  # pyarrow's S3 messages name the AWS error code; say what it means
+    "NO_SUCH_BUCKET": "no such bucket",
+    "ACCESS_DENIED": "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws",
+    "INVALID_ACCESS_KEY_ID": "the access key is not known: check AWS_ACCESS_KEY_ID or ~/.aws",
+    "SIGNATURE_DOES_NOT_MATCH": "the secret key is wrong: check AWS_SECRET_ACCESS_KEY or ~/.aws",
+    "NETWORK_CONNECTION": "cannot connect to the storage endpoint (check AWS_ENDPOINT_URL and the network)",
+    "UNKNOWN (HTTP status 403)": "access denied: check the credentials",
+}

@@ -19,11 +19,24 @@ from datasets.registry import DataError, Fingerprint, PreparedData, get_dataset
 from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
-__all__ = ["UsageError", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
+__all__ = ["UsageError", "open_study", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
 
 
 class UsageError(ValueError):
     """Bad input found after the spec itself validated (storage, study directory, cluster)."""
+
+
+def open_study(spec: StudySpec) -> StudyDir:
+    """The study's directory at ``storage_path/name``.
+
+    Raises:
+        analysis.results.StorageError: ``storage_path: ...`` when the scheme is unknown or its
+            filesystem package is missing.
+    """
+    try:
+        return StudyDir(spec.study_location)
+    except StorageError as err:
+        raise StorageError(f"storage_path: {err}") from None
 
 
 def check_study_dir(spec: StudySpec, study: StudyDir, overwrite: bool) -> bool:

@@ -24,7 +24,8 @@ from analysis.cli import one_line
 from analysis.results import SPEC_FILE, DataRecord, StudyDir, best_trial
 from datasets.registry import PreparedData
 from study.checks import (BAD_INPUT, check_same_data, check_same_place, check_study_dir, check_trusted,
-                          load_data)
+                          load_data, open_study)
+from study.journal import StudyJournal
 from study.spec import StudySpec, load_spec
 
 __all__ = ["main", "run_study"]
@@ -82,12 +83,17 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     from study.tuning import build_tuner, check_cluster, init_ray
 
     prepared = load_data(spec)
-    study = StudyDir(spec.study_location)
+    study = open_study(spec)
     resume = check_study_dir(spec, study, args.overwrite)
     if resume:
         check_same_data(study, prepared.fingerprint())
         check_same_place(study)
         check_trusted(study)
+        if study.remote:
+            print(f"resuming from {study}: Tune's saved state there is unpickled; the bucket prefix is trusted like "
+                  "code (see the security page)", flush=True)
+    journal = StudyJournal(study)
+    journal.prepare(resume=resume)
     in_process = spec.resources.in_process
     placement = prepared.placement(spec.dataset, torch_trainer=not in_process)
     init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, args.num_gpus,
@@ -96,12 +102,14 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     _prepare_study(spec, study, prepared, resume=resume, overwrite=args.overwrite)
     _announce(spec, study, prepared, placement)
     start = time.perf_counter()
-    tuner = build_tuner(spec, TrialData.place(prepared, placement), resume=resume, cluster=cluster,
+    tuner = build_tuner(spec, TrialData.place(prepared, placement), journal, resume=resume, cluster=cluster,
                         errored={"resume_errored": args.resume_errored, "restart_errored": args.restart_errored})
     try:
         tuner.fit()
     except KeyboardInterrupt:
         pass  # the tables of what finished are still written; the exit code says interrupted
+    finally:
+        journal.push()
     return _finish(spec, study, args, time.perf_counter() - start)
 
 

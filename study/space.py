@@ -24,12 +24,11 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study.journal import StudyJournal
 from study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
 from trainables.trial import REPEAT_KEY
 
-__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE", "JOURNAL_FILE"]
-
-JOURNAL_FILE = "optuna.journal"  # the study's Optuna storage: optuna-dashboard studies/NAME/optuna.journal
+__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE"]
 
 REPEATS_FILE = "repeats-state.json"  # RepeatSearcher's groups of repeats, in the study directory
 
@@ -61,14 +60,14 @@ def num_trials(spec: StudySpec) -> int:
     return num_configurations(spec) * spec.search.repeats
 
 
-def build_searcher(spec: StudySpec, journal: Path | None = None):
+def build_searcher(spec: StudySpec, journal: StudyJournal | None = None):
     """A seeded ``OptunaSearch`` wrapped in a :class:`RepeatSearcher` (``repeats`` runs per configuration).
 
     Args:
         spec: The study spec.
-        journal: An Optuna journal file to keep the Optuna study in (named after the spec), so that
-            ``optuna-dashboard JOURNAL`` shows it live and ``optuna.load_study`` reads it; None keeps
-            it in memory.
+        journal: The study's Optuna journal, whose live local file keeps the Optuna study (named
+            after the spec), so that ``optuna-dashboard JOURNAL`` shows it live and
+            ``optuna.load_study`` reads it; None keeps it in memory.
     """
     seed = spec.seed
     if spec.search.algorithm == "grid":
@@ -88,9 +87,9 @@ def build_searcher(spec: StudySpec, journal: Path | None = None):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        storage = JournalStorage(JournalFileBackend(str(journal)))
+        storage = JournalStorage(JournalFileBackend(str(journal.local)))
     searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler, study_name=spec.name, storage=storage)
-    return RepeatSearcher(searcher, repeats=spec.search.repeats, metrics=objective.metrics)
+    return RepeatSearcher(searcher, repeats=spec.search.repeats, metrics=objective.metrics, journal=journal)
 
 
 class RepeatSearcher(Searcher):
@@ -105,12 +104,15 @@ class RepeatSearcher(Searcher):
         searcher: The inner searcher (``OptunaSearch``).
         repeats: Trials per configuration, >= 1.
         metrics: The objective metric names (one, or several for a multi-objective study).
+        journal: The study's Optuna journal, copied into the study each time the search state is
+            saved (so the stored journal holds every trial the saved state knows); None: not kept.
     """
 
-    def __init__(self, searcher: Searcher, *, repeats: int, metrics: list[str]):
+    def __init__(self, searcher: Searcher, *, repeats: int, metrics: list[str], journal: StudyJournal | None = None):
         self.searcher = searcher
         self.repeats = int(repeats)
         self.metrics = list(metrics)
+        self.journal = journal
         self.groups: dict[str, dict[str, Any]] = {}  # first trial id -> {"config", "members", "scores"}
         self.group_of: dict[str, str] = {}  # trial id -> first trial id of its configuration
         self.current: str | None = None
@@ -154,6 +156,8 @@ class RepeatSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
+        if self.journal is not None:
+            self.journal.push()
         path = self._state_path(checkpoint_path)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(self.get_state()))

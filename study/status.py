@@ -10,7 +10,7 @@ from ray.tune.logger import TBXLoggerCallback
 
 from analysis.results import TUNE_FIELDS, StudyDir, TrialStatus
 
-__all__ = ["TrialStatusCallback", "EpochTensorBoard"]
+__all__ = ["TrialStatusCallback", "EpochTensorBoard", "JournalSync"]
 
 
 class TrialStatusCallback(Callback):
@@ -46,6 +46,27 @@ class TrialStatusCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._write(trials, trial, "ERROR")
+
+
+class JournalSync(Callback):
+    """Runs in the driver: copies the live Optuna journal into the study (object storage) as each
+    trial ends and when the experiment ends (:class:`study.journal.StudyJournal`).
+
+    Args:
+        journal: The study's journal.
+    """
+
+    def __init__(self, journal):
+        self.journal = journal
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.journal.push()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.journal.push()
+
+    def on_experiment_end(self, trials, **info):
+        self.journal.push()
 
 
 class EpochTensorBoard(TBXLoggerCallback):

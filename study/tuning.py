@@ -10,6 +10,7 @@ import logging
 import os
 from study.checks import UsageError
 from study.driver import TrialData
+from study.journal import StudyJournal
 from study.spec import StudySpec
 
 __all__ = ["init_ray", "check_cluster", "max_concurrent", "build_tuner"]
@@ -109,22 +110,23 @@ def _scheduler(spec: StudySpec):
     )
 
 
-def build_tuner(spec: StudySpec, data: TrialData, *, resume: bool, cluster: dict[str, float], errored: dict[str, bool]):
+def build_tuner(spec: StudySpec, data: TrialData, journal: StudyJournal, *, resume: bool,
+                cluster: dict[str, float], errored: dict[str, bool]):
     """The study's ``tune.Tuner``: restored from the study directory when ``resume`` (and Tune's
     state is there), else new, with the seeded searcher, the scheduler and the study's callbacks.
 
     Args:
         spec: The study spec.
         data: The data every trial is handed.
+        journal: The study's Optuna journal (its live local file is the searcher's storage).
         resume: Whether the study directory holds an earlier run of this study.
         cluster: The cluster's resources (:func:`check_cluster`).
         errored: ``{"resume_errored": bool, "restart_errored": bool}`` for a restored Tuner.
     """
     from ray import tune
 
-    from analysis.results import JOURNAL_FILE, StudyDir
     from study.space import build_searcher, num_trials, param_space
-    from study.status import EpochTensorBoard, TrialStatusCallback
+    from study.status import EpochTensorBoard, JournalSync, TrialStatusCallback
 
     location = spec.study_location
     trainable = _trainable(spec, data)
@@ -135,21 +137,19 @@ def build_tuner(spec: StudySpec, data: TrialData, *, resume: bool, cluster: dict
         print(f"resuming study {spec.name} at {location}", flush=True)
         return tune.Tuner.restore(location, trainable=trainable, param_space=param_space(spec), resume_unfinished=True,
                                   **errored)
-    study = StudyDir(location)
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            search_alg=build_searcher(spec, study.path(JOURNAL_FILE)), scheduler=_scheduler(spec),
-            num_samples=num_trials(spec),
+            search_alg=build_searcher(spec, journal), scheduler=_scheduler(spec), num_samples=num_trials(spec),
             max_concurrent_trials=spec.search.max_concurrent_trials or max_concurrent(spec, cluster),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=spec.storage_path if "://" in spec.storage_path else os.path.dirname(location),
+            storage_path=location.rsplit("/", 1)[0],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.training.max_failures),
-            callbacks=[TrialStatusCallback(location), EpochTensorBoard(use_steps=spec.training.steps is not None)],
+            callbacks=[TrialStatusCallback(location), JournalSync(journal),
+                       EpochTensorBoard(use_steps=spec.training.steps is not None)],
         ),
     )
-

@@ -160,8 +160,11 @@ class S3Bucket:
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server in this process, on 127.0.0.1 (a real S3 wire protocol on loopback)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the test logs
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -245,3 +245,93 @@ def test_two_nodes_each_train_a_trial(two_node_cluster, tmp_path, ray_tmpdir):
     assert set(trials["node_id"]) == node_ids
     assert set(epochs["node_id"]) == node_ids
     assert (trials["train_rows"] > 0).all() and (epochs["train_rows"] > 0).all()
+
+
+def _checkpoints_by_trial(bucket, prefix: str) -> dict[str, list[tuple[int, str]]]:
+    """Trial directory -> ``[(checkpoint index, node id that wrote it), ...]`` from the bucket's ``trial.json``s
+    (Tune keeps the last checkpoint only: index N is epoch N + 1)."""
+    import json
+
+    found: dict[str, list[tuple[int, str]]] = {}
+    for key in bucket.keys(prefix):
+        parts = key.split("/")
+        if parts[-1] != "trial.json" or not parts[-2].startswith("checkpoint_"):
+            continue
+        try:
+            stamp = json.loads(bucket.client().get_object(Bucket=bucket.name, Key=key)["Body"].read())["provenance"]
+        except bucket.client().exceptions.NoSuchKey:  # an older checkpoint deleted since the listing
+            continue
+        found.setdefault(parts[-3], []).append((int(parts[-2].split("_")[1]), stamp["node_id"]))
+    return {name: sorted(items) for name, items in found.items()}
+
+
+def test_a_lost_node_resumes_its_trial_from_its_checkpoint_in_the_bucket(two_node_cluster, s3_bucket, tmp_path,
+                                                                         ray_tmpdir):
+    """The worker node is removed while its trial trains; the trial restarts from its last checkpoint
+    (in the bucket) on a fresh node, the study completes, and the tables hold one row per trial and epoch."""
+    from analysis.results import load_epochs, load_trials
+
+    cluster, home = two_node_cluster
+    head_id = cluster.head_node.node_id
+    worker = next(node for node in cluster.list_all_nodes() if node.node_id != head_id)
+    epochs = 8
+    storage = f"{s3_bucket.uri}/studies"
+    env = {**_base_env(home, ray_tmpdir, _data_file(tmp_path)), **s3_bucket.env,
+           "VAE_STUDY_WORKDIR": str(tmp_path / "workdir")}
+    cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--address", cluster.address, "--no-report",
+           "--set", f"storage_path={storage}", "--set", "search.max_concurrent_trials=2", "--set",
+           f"training.epochs={epochs}", "--set", "training.max_failures=2", "--set", "dataset.limit=1500",
+           "--set", "evaluation.num_train=300"]
+    log = (tmp_path / "study.out").open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:  # remove the worker once its trial has checkpointed two epochs
+            on_worker = {name: items[-1][0] + 1 for name, items in _checkpoints_by_trial(
+                s3_bucket, "studies/smoke/").items() if items and items[-1][1] == worker.node_id}
+            if any(done >= 2 for done in on_worker.values()):
+                break
+            assert proc.poll() is None, (worker.node_id, _checkpoints_by_trial(s3_bucket, "studies/smoke/"))
+            assert time.monotonic() < deadline, "no trial checkpointed on the worker node in time"
+            time.sleep(0.2)
+        (lost, before), = on_worker.items()
+        cluster.remove_node(worker)
+        cluster.add_node(num_cpus=1)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (tmp_path / "study.out").read_text()
+    assert code == 0, output[-5000:]
+
+    location = f"{storage}/smoke"
+    trials = load_trials(location)
+    table = load_epochs(location)
+    after = _checkpoints_by_trial(s3_bucket, "studies/smoke/")
+    lost_id = trials.loc[trials["checkpoint_path"].str.contains(lost, regex=False), "trial_id"].item()
+    rows = table[table["trial_id"] == lost_id].sort_values("epoch")
+    print(f"\nlost trial {lost_id} ({lost}): {before} epochs checkpointed when the node {worker.node_id[:8]} was "
+          f"removed; epochs by node after the study: {list(zip(rows['epoch'], rows['node_id'].str[:8]))}; last "
+          f"checkpoint: epoch {after[lost][-1][0] + 1} on {after[lost][-1][1][:8]}")
+    assert set(trials["status"]) == {"TERMINATED"} and len(trials) == 2
+    assert (trials["epochs_run"] == epochs).all()
+    assert not table.duplicated(["trial_id", "epoch"]).any()
+    assert table.groupby("trial_id")["epoch"].apply(sorted).map(lambda e: e == list(range(1, epochs + 1))).all()
+    assert len(table) == 2 * epochs  # nothing lost, nothing doubled
+    # Resumed from its checkpoint, not from scratch: the epochs after the loss ran elsewhere and
+    # continue the numbering; the epochs before it keep the removed node's id.
+    moved = rows.loc[rows["node_id"] != worker.node_id, "epoch"]
+    resumed_at = int(moved.min())
+    assert resumed_at >= before + 1 >= 3, (resumed_at, before)
+    assert set(rows.loc[rows["epoch"] < resumed_at, "node_id"]) == {worker.node_id}
+    assert (moved == range(resumed_at, epochs + 1)).all()
+    result_lines = s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=f"studies/smoke/{lost}/result.json")[
+        "Body"].read().decode().strip().splitlines()
+    assert len(result_lines) == epochs, "a restart from scratch would have reported the early epochs again"
+    # Every trial's files are in the bucket, whichever node trained it.
+    keys = s3_bucket.keys("studies/smoke/")
+    for trial_dir in {p.split("/")[0] for p in trials["checkpoint_path"].str.removeprefix(f"{location}/")}:
+        for name in ("params.json", "result.json"):
+            assert f"studies/smoke/{trial_dir}/{name}" in keys, (trial_dir, name)
+        assert any(k.startswith(f"studies/smoke/{trial_dir}/checkpoint_") and k.endswith("checkpoint.pt") for k in keys)
