@@ -35,7 +35,7 @@ from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
 from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import (EPOCHS_FILE, REPORT_DIR, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
+from analysis.results import (EPOCHS_FILE, REPORT_DIR, StudyDir, StudyFileError, StudyInfo, StudyLock,  # noqa: E402
                               best_trial, is_directory, load_epochs, load_trials)
 from datasets.storage import StorageError  # noqa: E402
 from datasets.registry import DataError  # noqa: E402
@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip traversals, reconstructions and PCA (they load the best checkpoint and the data)")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.study, out=args.out, model_figures=not args.no_model_figures))
+        study = StudyDir(args.study)
+        with StudyLock(study, "analysis.report") if args.out is None else contextlib.nullcontext():
+            print(write_report(study, out=args.out, model_figures=not args.no_model_figures))
     except (FileNotFoundError, KeyError, StudyFileError, StorageError) as err:
         print(f"error: {one_line(err.args[0] if isinstance(err, KeyError) else str(err))}", file=sys.stderr)
         return 2

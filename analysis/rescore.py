@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import TRIALS_FILE, StudyDir, StudyFileError, load_trials, resolve_checkpoint
+from analysis.results import TRIALS_FILE, StudyDir, StudyFileError, StudyLock, load_trials, resolve_checkpoint
 from datasets.registry import DataError
 from datasets.storage import StorageError
 
@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
-        rescore(args.study, metrics, num_train=args.num_train, num_test=args.num_test)
+        study = StudyDir(args.study)
+        with StudyLock(study, "analysis.rescore"):  # trials.parquet is written by one process at a time
+            rescore(study, metrics, num_train=args.num_train, num_test=args.num_test)
     except ValidationError as err:  # a spec.json or trial.json whose config no longer validates
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

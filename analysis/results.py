@@ -21,14 +21,18 @@ A study directory is data: everything here reads parquet and JSON only, never a 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import platform
 import stat
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +50,8 @@ from trainables.trial import REPEAT_KEY, trial_seed
 
 __all__ = [
     "SPEC_FILE", "DATA_FILE", "STATUS_DIR", "CURRENT_FILE", "TRIALS_FILE", "EPOCHS_FILE", "REPORT_DIR",
-    "JOURNAL_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StudyDir", "StudyInfo",
+    "JOURNAL_FILE", "LOCK_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StudyLocked", "StudyLock",
+    "StudyDir", "StudyInfo",
     "DataRecord", "TrialStatus", "build_tables", "write_tables", "load_trials",
     "load_epochs", "load_info", "best_trial", "resolve_checkpoint", "local_copy", "read_json", "is_directory",
 ]
@@ -59,6 +64,10 @@ TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 REPORT_DIR = "report"
 JOURNAL_FILE = "optuna.journal"  # the study's Optuna storage: optuna-dashboard STUDY/optuna.journal
+LOCK_FILE = ".vae-study.lock"  # who holds the study (StudyLock)
+LOCK_HEARTBEAT_S = 30.0  # a holder in object storage rewrites its lock this often
+LOCK_STALE_S = 120.0  # a lock in object storage without a heartbeat this long is taken over
+LOCK_SETTLE_S = 2.0  # written, then read back after this long: the last writer holds it
 PROBE_TIMEOUT_S = 20.0  # a storage location that does not answer a write in this time is refused
 METADATA_KEY = b"vae_study"  # parquet schema metadata: the StudyInfo as JSON
 FINAL_STATUSES = ("TERMINATED", "ERROR")
@@ -256,8 +265,19 @@ class StudyDir:
             raise StudyFileError(f"{self.uri(*parts)}: cannot be listed ({first_line(err)})") from None
 
     def is_empty(self) -> bool:
-        """Whether the study directory is missing or holds nothing."""
-        return not self.exists() or not self.listdir()
+        """Whether the study directory is missing or holds nothing (but, maybe, its lock)."""
+        return not self.exists() or all(entry.base_name == LOCK_FILE for entry in self.listdir())
+
+    def has_tune_state(self) -> bool:
+        """Whether Ray Tune saved an experiment's state here (``experiment_state-*.json``)."""
+        return any(e.base_name.startswith("experiment_state-") and e.base_name.endswith(".json")
+                   for e in self.listdir())
+
+    def clear(self, keep: tuple[str, ...] = ()) -> None:
+        """Deletes everything in the study directory but the top-level entries named in ``keep``."""
+        for entry in self.listdir():
+            if entry.base_name not in keep:
+                self.delete(entry.base_name)
 
     def read_bytes(self, *parts: str) -> bytes:
         """A file's bytes.
@@ -537,6 +557,168 @@ class StudyDir:
         lines = [ln.strip() for ln in self.read_text(name, "error.txt").splitlines() if ln.strip()]
         causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
         return (causes[-1] if causes else lines[-1] if lines else "error")[:500]
+
+
+# --- one writer per study ------------------------------------------------------------------------
+
+class StudyLocked(StudyFileError):
+    """Another process holds the study (its driver, a table rebuild, a rescore); the message names it."""
+
+
+class Holder(BaseModel):
+    """Who holds a study's lock (``.vae-study.lock``): written by the holder, read by whoever is refused."""
+
+    model_config = _FROZEN
+    token: str  # unique per acquisition
+    purpose: str  # "study.run", "study.results", "analysis.rescore", "analysis.report"
+    host: str
+    pid: int
+    started_at: float  # Unix time the lock was taken
+    heartbeat_at: float  # Unix time of the holder's last heartbeat (object storage)
+
+    def describe(self) -> str:
+        since = datetime.fromtimestamp(self.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{self.purpose} (pid {self.pid} on {self.host}, since {since})"
+
+    def alive(self, now: float) -> bool:
+        """Whether the holder may still run: on this host, its process exists; elsewhere, its
+        heartbeat is younger than :data:`LOCK_STALE_S`."""
+        if self.host == platform.node():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # another user's process of that pid
+                return True
+            return True
+        return now - self.heartbeat_at < LOCK_STALE_S
+
+
+class StudyLock:
+    """An exclusive lock on a study, so that one process at a time writes it.
+
+    Locally an OS lock (``fcntl.flock`` on ``.vae-study.lock``), released by the kernel when the holder
+    dies, however it dies. In object storage, which has no locks, a lock object created when absent
+    (or stale) and read back after :data:`LOCK_SETTLE_S` seconds: of two processes that wrote it at
+    once, the one whose token is there holds it. The holder rewrites it every :data:`LOCK_HEARTBEAT_S`
+    seconds; a lock whose holder is gone (a dead process on this host, or no heartbeat for
+    :data:`LOCK_STALE_S` seconds) is taken over.
+
+    Args:
+        study: The study directory.
+        purpose: What takes it (named to whoever is refused).
+        create: Create the study directory when it is missing (a new study); else a missing
+            study is a FileNotFoundError.
+    """
+
+    def __init__(self, study: StudyDir, purpose: str, *, create: bool = False):
+        self.study = study
+        self.create = create
+        self.holder = Holder(token=uuid.uuid4().hex, purpose=purpose, host=platform.node(), pid=os.getpid(),
+                             started_at=time.time(), heartbeat_at=time.time())
+        self._handle = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Takes the lock.
+
+        Raises:
+            StudyLocked: If a live holder has it; the message names it.
+            FileNotFoundError: If the study does not exist (and is not to be created).
+        """
+        if not self.create and not self.study.exists():
+            raise FileNotFoundError(f"{self.study}: no such study directory")
+        if self.study.remote:
+            self._acquire_object()
+        else:
+            self._acquire_local()
+
+    def _refusal(self, holder: Holder | None) -> StudyLocked:
+        who = holder.describe() if holder is not None else "another process"
+        return StudyLocked(f"{self.study}: in use by {who}; one process at a time writes a study (wait for it to "
+                           "end, or stop it)")
+
+    def _acquire_local(self) -> None:
+        path = Path(self.study.path(LOCK_FILE))
+        while True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = _holder(handle.read())
+                handle.close()
+                raise self._refusal(holder) from None
+            try:  # a holder that released meanwhile unlinked the file it locked: lock the new one
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(self.holder.model_dump_json())
+        handle.flush()
+        self._handle = handle
+
+    def _acquire_object(self) -> None:
+        current = self._read_object()
+        if current is not None and current.alive(time.time()):
+            raise self._refusal(current)
+        self.study.write_text(LOCK_FILE, text=self.holder.model_dump_json())
+        time.sleep(LOCK_SETTLE_S)  # a process that wrote at the same time has written by now
+        current = self._read_object()
+        if current is None or current.token != self.holder.token:
+            raise self._refusal(current)
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="vae-study-lock")
+        self._heartbeat.start()
+
+    def _read_object(self) -> Holder | None:
+        try:
+            return _holder(self.study.read_text(LOCK_FILE))
+        except FileNotFoundError:
+            return None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            self.holder = self.holder.model_copy(update={"heartbeat_at": time.time()})
+            try:
+                self.study.write_text(LOCK_FILE, text=self.holder.model_dump_json())
+            except (OSError, StudyFileError):  # a missed beat; the next one tries again
+                continue
+
+    def release(self) -> None:
+        """Gives the lock up (deleting the lock file or object when it is still ours)."""
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.study.path(LOCK_FILE))
+                os.rmdir(self.study.root)  # a study refused before anything else was written leaves nothing
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+        if self._heartbeat is not None:
+            self._stop.set()
+            self._heartbeat.join(timeout=10)
+            self._heartbeat = None
+            current = self._read_object()
+            if current is not None and current.token == self.holder.token:
+                self.study.delete(LOCK_FILE)
+
+
+def _holder(text: str) -> Holder | None:
+    try:
+        return Holder.model_validate_json(text)
+    except ValidationError:
+        return None
 
 
 # --- the tables ----------------------------------------------------------------------------------

@@ -43,12 +43,10 @@ def check_study_dir(spec: StudySpec, study: StudyDir, overwrite: bool) -> bool:
     """Checks where the study will be written; returns True when it resumes an earlier run.
 
     Raises:
-        analysis.results.StorageError: If the location cannot be written.
         UsageError: If the study directory holds something other than a vae-study study (with or
             without ``overwrite``: only a study is ever deleted), a study with another spec
             (unless ``overwrite``), or a corrupt ``spec.json``.
     """
-    study.probe()
     if study.is_empty():
         return False
     if not study.is_file(SPEC_FILE):

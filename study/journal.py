@@ -17,13 +17,23 @@ stored copy and a resume continues it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from analysis.results import JOURNAL_FILE, StudyDir, StudyFileError
+from trainables.trial import REPEAT_KEY
 
-__all__ = ["StudyJournal", "working_dir"]
+__all__ = ["StudyJournal", "JournalError", "working_dir"]
+
+RECOVER = ("the search cannot resume from it: put back a good copy of the journal, or run with --overwrite to "
+           "start the study afresh")
+
+
+class JournalError(StudyFileError):
+    """The study's Optuna journal cannot serve a resume (missing, corrupt, truncated, foreign)."""
 
 WORKDIR_ENV = "VAE_STUDY_WORKDIR"
 
@@ -75,3 +85,74 @@ class StudyJournal:
         """Copies the local working copy to the study (object storage only; one PUT)."""
         if self.study.remote and self.local.is_file():
             self.study.write_bytes(JOURNAL_FILE, data=self.local.read_bytes())
+
+    def check(self, name: str) -> None:
+        """Refuses to resume on a journal that would give wrong results: missing while Tune's state
+        is there, not UTF-8 JSON lines, cut short, of another Optuna study, or without the
+        configuration of one of the study's trials.
+
+        Args:
+            name: The study's name (its Optuna study's name).
+
+        Raises:
+            JournalError: One line saying what is wrong and how to recover.
+        """
+        where = self.study.uri(JOURNAL_FILE)
+        if not self.local.is_file():
+            if self.study.has_tune_state():
+                raise JournalError(f"{where}: missing, but the study has trials; {RECOVER}")
+            return
+        records = _records(self.local.read_bytes(), where)
+        names = sorted({str(r.get("study_name")) for r in records if r.get("op_code") == 0})
+        if names != [name]:
+            raise JournalError(f"{where}: holds the Optuna study {names or 'of no name'}, not {name!r} (another "
+                               f"study's journal); {RECOVER}")
+        known = {_config_key(params) for params in _journal_params(self.local, name)}
+        for trial in self.study.trials():
+            config = {k: v for k, v in trial.params.items() if k != REPEAT_KEY}
+            if _config_key(config) not in known:
+                raise JournalError(f"{where}: does not hold the configuration {config} of trial {trial.trial_id} "
+                                   f"(another run's journal?); {RECOVER}")
+
+
+def _records(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The journal's JSON lines.
+
+    Raises:
+        JournalError: On bytes that are not UTF-8, a line that is not a JSON object, or a last
+            line cut short.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise JournalError(f"{where}: corrupt (not UTF-8 at byte {err.start}); {RECOVER}") from None
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            last = number == len(lines) and not text.endswith("\n")
+            what = "truncated (its last line is cut short)" if last else f"corrupt (line {number} is not JSON)"
+            raise JournalError(f"{where}: {what}; {RECOVER}") from None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise JournalError(f"{where}: corrupt (line {number} is not a journal record); {RECOVER}")
+        records.append(record)
+    return records
+
+
+def _journal_params(path: Path, name: str) -> list[dict[str, Any]]:
+    """The parameters of every trial of Optuna study ``name`` in the journal at ``path``."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+    return [trial.params for trial in study.trials]
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)

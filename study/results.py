@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from analysis.cli import one_line
-from analysis.results import StudyDir, StudyFileError, write_tables
+from analysis.results import StudyDir, StudyFileError, StudyLock, write_tables
 from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
     args = parser.parse_args(argv)
     try:
-        paths = write_results(StudyDir(args.study))
+        study = StudyDir(args.study)
+        with StudyLock(study, "study.results"):  # the tables are written by one process at a time
+            paths = write_results(study)
     except (FileNotFoundError, StudyFileError, SpecError, StorageError) as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from analysis.cli import one_line
-from analysis.results import SPEC_FILE, DataRecord, StudyDir, best_trial
+from analysis.results import LOCK_FILE, SPEC_FILE, DataRecord, StudyDir, StudyLock, best_trial
 from datasets.registry import PreparedData
 from study.checks import (BAD_INPUT, check_same_data, check_same_place, check_study_dir, check_trusted,
                           load_data, open_study)
@@ -58,7 +58,7 @@ def _prepare_study(spec: StudySpec, study: StudyDir, prepared: PreparedData, *, 
     """Writes ``spec.json`` and, for a new study, ``data.json`` (a resume keeps the record of what
     the study started on); with ``overwrite``, the earlier study is deleted first."""
     if overwrite:
-        study.delete()  # check_study_dir made sure it holds a study
+        study.clear(keep=(LOCK_FILE,))  # check_study_dir made sure it holds a study; this driver's lock stays
     study.write_text(SPEC_FILE, text=spec.model_dump_json(indent=2))
     if not resume or study.read_data_record() is None:
         channels = list(prepared.channel_names) if prepared.channel_names else None
@@ -78,13 +78,21 @@ def _announce(spec: StudySpec, study: StudyDir, prepared: PreparedData, placemen
 
 
 def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
-    """Runs (or resumes) a validated study; returns the exit code (see the module docstring)."""
-    from study.driver import TrialData
-    from study.tuning import build_tuner, check_cluster, init_ray
+    """Runs (or resumes) a validated study; returns the exit code (see the module docstring).
 
+    The data is checked first, then the storage (a write probe); the study is locked for this
+    driver before its directory is read or anything is written, and stays locked until the end.
+    """
     prepared = load_data(spec)
     study = open_study(spec)
-    resume = check_study_dir(spec, study, args.overwrite)
+    study.probe()
+    with StudyLock(study, "study.run", create=True):
+        return _run_locked(spec, study, prepared, args)
+
+
+def _check_resume(spec: StudySpec, study: StudyDir, prepared: PreparedData, overwrite: bool) -> bool:
+    """Whether the run resumes the study, after the resume checks (same spec, data, place; trusted)."""
+    resume = check_study_dir(spec, study, overwrite)
     if resume:
         check_same_data(study, prepared.fingerprint())
         check_same_place(study)
@@ -92,8 +100,18 @@ def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
         if study.remote:
             print(f"resuming from {study}: Tune's saved state there is unpickled; the bucket prefix is trusted like "
                   "code (see the security page)", flush=True)
+    return resume
+
+
+def _run_locked(spec: StudySpec, study: StudyDir, prepared: PreparedData, args: argparse.Namespace) -> int:
+    from study.driver import TrialData
+    from study.tuning import build_tuner, check_cluster, init_ray
+
+    resume = _check_resume(spec, study, prepared, args.overwrite)
     journal = StudyJournal(study)
     journal.prepare(resume=resume)
+    if resume:
+        journal.check(spec.name)
     in_process = spec.resources.in_process
     placement = prepared.placement(spec.dataset, torch_trainer=not in_process)
     init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, args.num_gpus,
