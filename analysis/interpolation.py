@@ -179,9 +179,9 @@ def study_interpolation_figure(study_dir, trials, best, out: Path) -> list[tuple
     """Report figure (``analysis.report.EXTRA_FIGURES``): lerp and slerp for the best trial.
 
     Args:
-        study_dir: The study directory (its ``spec.json`` names the dataset, for a VAE's images).
-        trials: The trials table (unused).
-        best: The best trial's row, or None.
+        study_dir (Path): The study directory (its ``spec.json`` names the dataset, for a VAE's images).
+        trials (pandas.DataFrame): The trials table (unused).
+        best (pandas.Series | None): The best trial's row, or None.
         out: The report directory; the figure goes to ``out / "interpolation.png"``.
 
     Returns:

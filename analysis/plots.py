@@ -667,7 +667,7 @@ def traversal_figure(model, x: np.ndarray, *, span: float = 2.0, steps: int = 9)
     mean image (sigmoid of the logits for a Bernoulli likelihood).
 
     Args:
-        model: A VAE with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``, on the CPU.
+        model (torch.nn.Module): A VAE with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``, on the CPU.
         x: float32 ``(1, C, H, W)`` in ``[0, 1]``.
         span: Half-width of the sweep, in prior standard deviations (> 0).
         steps: Number of values per latent (>= 2).
@@ -716,7 +716,8 @@ def reconstructions_figure(model, x: np.ndarray) -> Figure:
     """Observations above their reconstructions (decoded posterior means).
 
     Args:
-        model: A VAE with ``encode``/``decode`` (and ``reconstruction_nll`` for the title), on the CPU.
+        model (torch.nn.Module): A VAE with ``encode``/``decode`` (and ``reconstruction_nll`` for the title),
+            on the CPU.
         x: float32 ``(N, C, H, W)`` in ``[0, 1]``; a dozen or so reads best.
 
     Returns:

@@ -162,8 +162,8 @@ def prediction_grid(study_dir: str | Path, trials, best, out: Path) -> list[tupl
 
     Args:
         study_dir: The study directory (for ``data.json``'s channel names).
-        trials: The trials table (unused; the hook's common signature).
-        best: The best trial's row (``checkpoint_path``, ``trial_id``), or None.
+        trials (pandas.DataFrame): The trials table (unused; the hook's common signature).
+        best (pandas.Series | None): The best trial's row (``checkpoint_path``, ``trial_id``), or None.
         out: The report directory.
 
     Returns:

@@ -38,7 +38,7 @@ def rescore(study_dir: str | Path, metrics: list[str], *, num_train: int | None 
         num_train: Samples per metric; None: the spec's ``evaluation.num_train``.
         num_test: Held-out samples of the metrics that score one; None: the spec's
             ``evaluation.num_test`` (studies from before that field: the metric's default, 5,000).
-        progress: Called with one line per trial scored.
+        progress (Callable[[str], None]): Called with one line per trial scored.
 
     Raises:
         KeyError: If a metric name is unknown.
