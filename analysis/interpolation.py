@@ -187,10 +187,10 @@ def study_interpolation_figure(study, info, trials, best, out: Path) -> list[tup
     """Report figure (``analysis.report.EXTRA_FIGURES``): lerp and slerp for the best trial.
 
     Args:
-        study: The study directory (unused).
-        info: The study's :class:`~analysis.results.StudyInfo` (its dataset, for a VAE's images).
-        trials: The trials table (unused).
-        best: The best trial's row, or None.
+        study (StudyDir | None): The study directory (unused).
+        info (StudyInfo | None): The study's :class:`~analysis.results.StudyInfo` (its dataset, for a VAE's images).
+        trials (pandas.DataFrame | None): The trials table (unused).
+        best (pandas.Series | None): The best trial's row, or None.
         out: The report directory; the figure goes to ``out / "interpolation.png"``.
 
     Returns:

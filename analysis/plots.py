@@ -667,7 +667,7 @@ def traversal_figure(model, x: np.ndarray, *, span: float = 2.0, steps: int = 9)
     mean image by the model's ``generate(z)`` (sigmoid of the logits for a Bernoulli likelihood).
 
     Args:
-        model: A VAE with the abilities ``encode`` and ``generate``
+        model (torch.nn.Module): A VAE with the abilities ``encode`` and ``generate``
             (:class:`trainables.protocol.ModelAbilities`), on the CPU.
         x: float32 ``(1, C, H, W)`` in ``[0, 1]``.
         span: Half-width of the sweep, in prior standard deviations (> 0).
@@ -717,7 +717,7 @@ def reconstructions_figure(model, x: np.ndarray) -> Figure:
     """Observations above their reconstructions (decoded posterior means).
 
     Args:
-        model: A VAE with the abilities ``encode`` and ``generate`` (and ``decode`` with
+        model (torch.nn.Module): A VAE with the abilities ``encode`` and ``generate`` (and ``decode`` with
             ``reconstruction_nll`` for the title), on the CPU.
         x: float32 ``(N, C, H, W)`` in ``[0, 1]``; a dozen or so reads best.
 

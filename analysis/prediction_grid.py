@@ -166,10 +166,10 @@ def prediction_grid(study, info, trials, best, out: Path) -> list[tuple[str, Pat
     """The report hook: the best trial's prediction grid, or ``[]`` when it kept no image snapshots.
 
     Args:
-        study: The study directory (for ``data.json``'s channel names).
-        info: The study's information (unused; the hook's common signature).
-        trials: The trials table (unused).
-        best: The best trial's row (``checkpoint_path``, ``trial_id``), or None.
+        study (StudyDir): The study directory (for ``data.json``'s channel names).
+        info (StudyInfo | None): The study's information (unused; the hook's common signature).
+        trials (pandas.DataFrame): The trials table (unused).
+        best (pandas.Series | None): The best trial's row (``checkpoint_path``, ``trial_id``), or None.
         out: The report directory.
 
     Returns:

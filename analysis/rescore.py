@@ -38,7 +38,7 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
         num_train: Samples per metric, > 0; None: the study's ``evaluation.num_train``.
         num_test: Held-out samples of the metrics that score one, > 0; None: the study's
             ``evaluation.num_test``.
-        progress: Called with one line per trial scored.
+        progress (Callable[[str], None]): Called with one line per trial scored.
 
     Raises:
         KeyError: If a metric name is unknown.

@@ -22,8 +22,8 @@ the median.
     python benchmarks/overhead.py --pairs 5 --limit 20000 --modes auto,torch_trainer
     python benchmarks/overhead.py --smoke-test          # 1 pair of 1 tiny trial: checks the script runs
 
-The default size (10,200 train rows) is smaller than the README's earlier figure (16,000 train
-rows: 197.7 s plain + 229.2 s study, 7 minutes a pair on 2 idle cores); 3 pairs took 23 min on 2
+The default size (10,200 train rows) is smaller than the earlier figure in docs/measurements.md
+(16,000 train rows: 197.7 s plain + 229.2 s study, 7 minutes a pair on 2 idle cores); 3 pairs took 23 min on 2
 idle cores (median ratio 1.026, spread 0.117) and 47 min 49 s on 2 cores shared with other jobs
 (load 4.6-9.6). The fixed costs (imports, Ray start) weigh more
 in a shorter run, so the ratio reads somewhat higher than at the larger size.

@@ -293,12 +293,12 @@ def read_hdf5(path: str | Path, keys: Sequence[str], *, num_cpus: float | None =
             of the consumer); None: Ray Data's default, a fraction of the object store.
         max_block_bytes: A read task hands a block over once it holds this many bytes, instead
             of gathering its whole output (Ray Data's default target is 128 MiB); None: default.
-        **options: :class:`HDF5Datasource` keyword options (``ranges``, ``rows_per_task``,
+        **options (Any): :class:`HDF5Datasource` keyword options (``ranges``, ``rows_per_task``,
             ``rows_per_block``, ``transform``, ``row_column``, ``check_finite``).
 
     Returns:
-        A lazy ``ray.data.Dataset`` streamed from the file on each iteration. Ray Train's
-        ``DataConfig`` replaces the dataset's execution options (``buffer_bytes``) with its own.
+        (ray.data.Dataset): A lazy dataset streamed from the file on each iteration. Ray Train's
+            ``DataConfig`` replaces the dataset's execution options (``buffer_bytes``) with its own.
     """
     import ray.data
 

@@ -18,7 +18,7 @@ def from_columns(columns: dict[str, np.ndarray], block_rows: int = 2048):
         block_rows: Rows per block, > 0.
 
     Returns:
-        ``ray.data.MaterializedDataset``.
+        (ray.data.MaterializedDataset): The dataset, ``len(columns[key])`` rows.
     """
     import pyarrow as pa
     import ray.data

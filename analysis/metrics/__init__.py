@@ -65,8 +65,10 @@ class Metric:
         """``compute`` of a ground-truth metric with the study's sample sizes.
 
         Args:
-            dataset: Ground-truth data (``sample_factors``, ``sample_observations_from_factors``).
-            representation_fn: ``(num, ...) float32 -> (num, latent_dim)`` codes.
+            dataset (datasets.base.GroundTruthData): Ground-truth data (``sample_factors``,
+                ``sample_observations_from_factors``).
+            representation_fn (Callable[[numpy.ndarray], numpy.ndarray]): ``(num, ...) float32 ->
+                (num, latent_dim)`` codes.
             random_state: The generator every draw comes from.
             num_train: Samples the metric fits or scores on (``evaluation.num_train``).
             num_test: Held-out samples it scores on, where it has such a sample
