@@ -14,10 +14,10 @@ Registered in :data:`analysis.report.EXTRA_FIGURES` as ``analysis.arithmetic_fig
 
 from __future__ import annotations
 
-
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,6 +25,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.plots import save_figure
+
+if TYPE_CHECKING:
+    from analysis.results import StudyDir, StudyInfo
 
 __all__ = ["arithmetic_figures", "accuracy_table", "accuracy_figure", "examples_figure", "FRACTION", "DEPTH"]
 
@@ -208,7 +211,7 @@ def _family_input(checkpoint: Path) -> str | None:
     return config.get("input") if isinstance(config, dict) else None
 
 
-def arithmetic_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
+def arithmetic_figures(study: StudyDir | None, info: StudyInfo, trials: pd.DataFrame, best: pd.Series | None,
                        out: Path) -> list[tuple[str, Path]]:
     """The arithmetic figures of a study, for the report (``EXTRA_FIGURES`` signature).
 

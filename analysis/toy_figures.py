@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,6 +28,9 @@ from matplotlib.lines import Line2D
 from analysis.plots import save_figure
 from trainables.protocol import supports
 
+if TYPE_CHECKING:
+    from analysis.results import StudyDir, StudyInfo
+
 __all__ = ["toy_figures", "pick_trials", "data_space_figure", "samples_per_class_figure"]
 
 MAX_COLUMNS = 4  # trials shown side by side
@@ -37,7 +41,7 @@ _CLASS_COLOURS = plt.get_cmap("tab10").colors
 _SAMPLE_COLOUR = "black"  # unconditional prior samples (no class)
 
 
-def toy_figures(study, info, trials: pd.DataFrame, best: pd.Series | None,
+def toy_figures(study: StudyDir | None, info: StudyInfo, trials: pd.DataFrame, best: pd.Series | None,
                 out: Path) -> list[tuple[str, Path]]:
     """The toy figures of a study, for the report (``EXTRA_FIGURES`` signature).
 

@@ -9,6 +9,7 @@ from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
 
 from analysis.results import TUNE_FIELDS, StudyDir, TrialStatus
+from study.journal import StudyJournal
 
 __all__ = ["TrialStatusCallback", "EpochTensorBoard", "JournalSync"]
 
@@ -56,7 +57,7 @@ class JournalSync(Callback):
         journal: The study's journal.
     """
 
-    def __init__(self, journal):
+    def __init__(self, journal: StudyJournal):
         self.journal = journal
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -201,7 +201,8 @@ def evaluate(config: TrialConfig, state: TrainState, shard: Shard, device: torch
     """The end-of-trial evaluation the trial was handed, on the model in eval mode and the validation images.
 
     Raises:
-        Whatever the evaluation raises when a requested metric cannot be computed.
+        ValueError: Whatever the evaluation raises when a requested metric cannot be computed
+            (``analysis.evaluation.MetricUnavailable`` is one).
     """
     state.core.eval()
     return config.evaluate(state.core, device, _held_out(shard, config.training.batch_size))
