@@ -526,7 +526,7 @@ class StudyDir:
         return found
 
     def _trial_files(self, name: str, trial_id: str | None) -> TrialFiles:
-        reports = self._reports(name)
+        reports = _current_lineage(self._reports(name))
         if trial_id is None:
             reported = reports[-1].get("trial_id") if reports else None
             trial_id = str(reported) if reported else name
@@ -722,6 +722,19 @@ def _holder(text: str) -> Holder | None:
 
 
 # --- the tables ----------------------------------------------------------------------------------
+
+def _current_lineage(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reports of the trial's run that counts: when a trial ran an epoch again (restarted
+    without a checkpoint of it, after an interruption or a lost node), the later report of that epoch
+    replaces the earlier one, so every epoch appears once, in order."""
+    if not reports or any("epoch" not in report for report in reports):
+        return reports
+    by_epoch: dict[Any, dict[str, Any]] = {}
+    for report in reports:
+        by_epoch.pop(report["epoch"], None)
+        by_epoch[report["epoch"]] = report
+    return sorted(by_epoch.values(), key=lambda report: report["epoch"])
+
 
 def _cell(value: Any) -> Any:
     """Config values as parquet-friendly scalars (lists and dicts as JSON text)."""

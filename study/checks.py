@@ -10,6 +10,7 @@ field, file or location (:class:`UsageError`, :class:`~datasets.registry.DataErr
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from datasets.registry import DataError, Fingerprint, PreparedData, get_dataset
 from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
-__all__ = ["UsageError", "open_study", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
+__all__ = ["UsageError", "check_address", "open_study", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
 
 
 class UsageError(ValueError):
@@ -150,6 +151,31 @@ def load_data(spec: StudySpec) -> PreparedData:
     except ValueError as err:
         raise UsageError(str(err)) from None
     return prepared
+
+
+def check_address(address: str | None, timeout_s: float = 10.0) -> None:
+    """Refuses a Ray address that nothing answers at (``ray.init`` would retry for minutes).
+
+    Args:
+        address: ``--address`` or ``$RAY_ADDRESS``: ``HOST:PORT`` (the GCS), ``ray://HOST:PORT``,
+            or ``auto``/None (not checked here).
+        timeout_s: How long a TCP connection may take.
+
+    Raises:
+        UsageError: If the address is malformed or refuses or ignores a connection.
+    """
+    if not address or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    where = f"--address {address}"
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{where}: expected HOST:PORT of a Ray cluster's head (e.g. 127.0.0.1:6379), or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UsageError(f"{where}: no Ray cluster answers there ({reason}); start one with `ray start --head`, or "
+                         "leave --address out to run on a local Ray") from None
 
 
 BAD_INPUT = (SpecError, DataError, UsageError, StudyFileError, StorageError)  # exit code 2, one line

@@ -9,13 +9,16 @@ best trial. Run again on the same study directory, it resumes an interrupted stu
 
 Exit codes: 0 every trial finished with every requested number; 1 the study ran but left a
 hole (an errored trial, a finished trial without the objective), with a one-line summary on
-stderr; 2 bad input; 130 interrupted (run the same command to resume).
+stderr; 2 bad input; 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (what Kubernetes, Slurm
+and cloud pre-emption send): the trials are stopped, the tables of what finished are written,
+and the same command resumes the study. A second signal during that shutdown exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,12 +26,53 @@ from pathlib import Path
 from analysis.cli import one_line
 from analysis.results import LOCK_FILE, SPEC_FILE, DataRecord, StudyDir, StudyLock, best_trial
 from datasets.registry import PreparedData
-from study.checks import (BAD_INPUT, check_same_data, check_same_place, check_study_dir, check_trusted,
+from study.checks import (BAD_INPUT, check_address, check_same_data, check_same_place, check_study_dir, check_trusted,
                           load_data, open_study)
 from study.journal import StudyJournal
 from study.spec import StudySpec, load_spec
 
-__all__ = ["main", "run_study"]
+__all__ = ["main", "run_study", "Interrupts"]
+
+RESUME_LINE = "interrupted: run the same command to resume"
+
+
+class Interrupts:
+    """SIGINT and SIGTERM in the driver. The first stops the study the way Ctrl-C stops Tune
+    (through Tune's own SIGUSR1 interruption while trials run; a KeyboardInterrupt otherwise), so
+    that the tables of what finished are written; a second one, during that shutdown, exits at
+    once with the resume line and no traceback (the reaper, :mod:`study.reaper`, ends the local Ray).
+
+    Attributes:
+        first: The first signal received, or None.
+        fitting: Whether Tune is running the trials (set by the driver around ``Tuner.fit``).
+    """
+
+    def __init__(self):
+        self.first: int | None = None
+        self.fitting = False
+
+    def install(self) -> dict[int, object]:
+        """Handles SIGINT and SIGTERM from now on (again after ``ray.init``, which installs its own);
+        returns the handlers it replaced."""
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @property
+    def code(self) -> int:
+        """The exit code of an interrupted study: 128 + the first signal (130 SIGINT, 143 SIGTERM)."""
+        return 128 + (self.first if self.first is not None else signal.SIGINT)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.first is None:
+            self.first = signum
+            if self.fitting:
+                signal.raise_signal(signal.SIGUSR1)  # Tune stops the trials and saves its state
+                return
+            raise KeyboardInterrupt
+        print(RESUME_LINE, file=sys.stderr, flush=True)
+        os._exit(self.code)
+
+
+INTERRUPTS = Interrupts()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,9 +124,11 @@ def _announce(spec: StudySpec, study: StudyDir, prepared: PreparedData, placemen
 def run_study(spec: StudySpec, args: argparse.Namespace) -> int:
     """Runs (or resumes) a validated study; returns the exit code (see the module docstring).
 
-    The data is checked first, then the storage (a write probe); the study is locked for this
-    driver before its directory is read or anything is written, and stays locked until the end.
+    The cluster address and the data are checked first, then the storage (a write probe); the
+    study is locked for this driver before its directory is read or anything is written, and stays
+    locked until the end.
     """
+    check_address(args.address or os.environ.get("RAY_ADDRESS"))
     prepared = load_data(spec)
     study = open_study(spec)
     study.probe()
@@ -116,17 +162,20 @@ def _run_locked(spec: StudySpec, study: StudyDir, prepared: PreparedData, args: 
     placement = prepared.placement(spec.dataset, torch_trainer=not in_process)
     init_ray(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, args.num_gpus,
              dashboard=not in_process or args.dashboard)
+    INTERRUPTS.install()
     cluster = check_cluster(spec)
     _prepare_study(spec, study, prepared, resume=resume, overwrite=args.overwrite)
     _announce(spec, study, prepared, placement)
     start = time.perf_counter()
     tuner = build_tuner(spec, TrialData.place(prepared, placement), journal, resume=resume, cluster=cluster,
                         errored={"resume_errored": args.resume_errored, "restart_errored": args.restart_errored})
+    INTERRUPTS.fitting = True
     try:
         tuner.fit()
     except KeyboardInterrupt:
         pass  # the tables of what finished are still written; the exit code says interrupted
     finally:
+        INTERRUPTS.fitting = False
         journal.push()
     return _finish(spec, study, args, time.perf_counter() - start)
 
@@ -164,9 +213,8 @@ def _finish(spec: StudySpec, study: StudyDir, args: argparse.Namespace, seconds:
     expected = num_trials(spec)
     finished = trials[trials["status"].isin(["TERMINATED", "ERROR"])] if len(trials) else trials
     if len(finished) < expected:
-        print(f"interrupted: run the same command to resume ({len(finished)} of {expected} trials ended)",
-              file=sys.stderr)
-        return 130
+        print(f"{RESUME_LINE} ({len(finished)} of {expected} trials ended)", file=sys.stderr)
+        return INTERRUPTS.code
     if not args.no_report:
         from analysis.report import write_report
 
@@ -206,6 +254,8 @@ def _holes(trials, spec: StudySpec, table: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    INTERRUPTS.first = None
+    previous = INTERRUPTS.install()  # a SIGTERM before Ray starts ends the run like Ctrl-C
     try:
         spec = load_spec(args.config, args.overrides)
         return run_study(spec, args)
@@ -213,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: run the same command to resume", file=sys.stderr)
-        return 130
+        print(RESUME_LINE, file=sys.stderr)
+        return INTERRUPTS.code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

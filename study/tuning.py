@@ -29,6 +29,8 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None, da
     # The objective (e.g. mig) is computed after the last epoch only; Tune would otherwise
     # reject every earlier epoch's report for lacking it.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # study.run.Interrupts handles SIGINT (and SIGTERM) itself, stopping Tune through SIGUSR1.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # Checkpointing every epoch with num_to_keep=1 snapshots the experiment state often; that is cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
@@ -42,6 +44,10 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None, da
         local = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": dashboard,
                                     "dashboard_host": "127.0.0.1"}
         ray.init(address=address or None, log_to_driver=True, logging_level=logging.ERROR, **local)
+        if not address:
+            from study.reaper import start
+
+            start()  # the local Ray ends with this driver, even when it is killed
     logging.getLogger("ray").setLevel(logging.INFO)  # Tune's messages from here on
     # Datasets carry a copy of the context they were made with, into every trial: no per-epoch
     # progress bars or "execution finished" lines there (Tune's status table shows progress).
