@@ -1,4 +1,4 @@
-"""Data files at a URI: the checks, reads, listings and fingerprints of the dataset loaders.
+"""Data files at a URI: the checks, reads, listings and seekable files of the dataset loaders.
 
 ``dataset.path`` (and ``DSPRITES_PATH``, ``JETS_PATH``, ``MNIST_PATH``, ``FACES_PATH``) name a
 local path or a URI (``s3://bucket/key``, ``gs://...``; see :mod:`datasets.storage`, the one
@@ -13,7 +13,8 @@ a string and is read here:
   than any node's disk streams from the bucket. Each Ray Data read task opens its own.
 
 Credentials and endpoints come from each cloud's standard environment (for S3 ``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ...), on every node that runs read tasks.
+``AWS_ACCESS_KEY_ID``, ...), on every node that runs read tasks. What a study read is fingerprinted
+by :func:`datasets.registry.uri_fingerprint` (URI, size, ETag).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ __all__ = ["Location", "location_of", "given_location", "require", "read_object"
            "name_of", "exists", "BlockCachedFile", "BLOCK_BYTES", "CACHE_BLOCKS"]
 
 Location = Union[Path, str]  # a local Path, or a URI string
-# Block size and cache of BlockCachedFile (benchmarks/data_path.py measures them): a ranged read
-# costs a round trip (~20-50 ms to a cloud bucket) whatever its size up to a few MiB, so blocks of
-# 4 MiB turn the many small reads of HDF5 metadata and compressed chunks into few requests, and
-# 8 blocks (32 MiB a file) keep the metadata and the small scalar datasets cached while the large
-# image reads bypass the cache.
+# Block size and cache of BlockCachedFile (benchmarks/data_path.py counts the ranged reads): a read
+# costs a round trip (AWS's S3 performance guidelines: 100-200 ms to the first byte) and then
+# streams at tens to hundreds of MB/s, so 4 MiB blocks turn the many small reads of HDF5 metadata,
+# chunk indexes and compressed chunks (~0.2 MB each in the ML4SCI files) into few requests, while
+# a read task's first block costs little next to its rows (96-256 MB a task). 8 blocks (32 MiB an
+# open file) keep the metadata and the small scalar datasets (y, m0, pt) cached while the image
+# rows, read once an epoch in pieces of a block or more, bypass the cache.
 BLOCK_BYTES = 4 << 20
 CACHE_BLOCKS = 8
 
