@@ -381,6 +381,8 @@ def uri_fingerprint(uri: str) -> Fingerprint:
     object's ETag when the store gives one (``scope: "etag"``; for a prefix, the sha256 of every
     object's relative key, size and ETag), else a sha256 of the content as for local files: whole
     objects up to 1 GiB (``file``), larger ones by size and their first and last 64 MiB (``head+tail``).
+    An ETag changes with the content; re-uploading the same bytes in other multipart pieces changes
+    it too, and a resume is then refused: on the safe side.
 
     Raises:
         DataError: If nothing exists at ``uri`` or it cannot be read (one line naming the URI).
