@@ -47,6 +47,8 @@ from pydantic import Field, field_validator, model_validator
 
 from datasets.dsprites import cache_dir
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
+from datasets.remote import Location, child, exists, given_location, name_of, read_object, require
+from datasets.storage import is_uri
 
 __all__ = ["ArithmeticOptions", "ReadbackAccuracy", "VOCAB", "QUERY_LENGTH", "ANSWER_LENGTH", "GLYPH_SIZE",
            "PIXEL_MAX", "ENV_PATH", "MNIST_FILES", "MNIST_TRAIN_FILES", "encode", "decode", "make_queries", "read_idx",
@@ -71,7 +73,8 @@ class ArithmeticOptions(DatasetOptions):
     """The ``dataset`` section for ``name: arithmetic``.
 
     ``path`` is the folder holding :data:`MNIST_FILES` and optionally :data:`MNIST_TRAIN_FILES`
-    (else ``$MNIST_PATH``), read only when ``input`` or ``output`` is ``image``. ``val_fraction``
+    (else ``$MNIST_PATH``), read only when ``input`` or ``output`` is ``image``: a local folder or
+    a URI prefix holding the IDX files as objects (``s3://bucket/mnist``). ``val_fraction``
     holds out that fraction of the queries and of the MNIST digits; ``limit`` keeps that many
     queries (after shuffling).
     """
@@ -152,30 +155,29 @@ def make_queries(max_operand: int) -> tuple[list[str], list[str]]:
 # MNIST
 
 
-def resolve_path(path: Path | None) -> Path:
-    """The MNIST folder: ``path``, else ``$MNIST_PATH``.
+def resolve_path(path: str | Path | None) -> Location:
+    """The MNIST folder: ``path``, else ``$MNIST_PATH``; a local Path or a URI prefix.
 
     Raises:
-        DataError: If neither is given or the folder does not exist.
+        DataError: If neither is given or the folder (prefix) does not exist.
     """
-    if path is not None:
-        where = "dataset.path"
-    elif os.environ.get(ENV_PATH):
-        path, where = Path(os.environ[ENV_PATH]), ENV_PATH
-    else:
+    given = given_location(path, ENV_PATH)
+    if given is None:
         raise DataError(f"dataset.path: image input/output needs MNIST; set dataset.path or {ENV_PATH} to the "
                         f"folder holding {MNIST_FILES[0]} and {MNIST_FILES[1]}")
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{where}: {path}: no such folder (expected one holding {', '.join(MNIST_FILES)})")
-    return path
+    location, where = given
+    if is_uri(location):
+        return require(location, "prefix", f"a prefix holding {', '.join(MNIST_FILES)}", where)
+    if not location.is_dir():
+        raise DataError(f"{where}: {location}: no such folder (expected one holding {', '.join(MNIST_FILES)})")
+    return location
 
 
-def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
+def read_idx(path: Location, kind: Literal["images", "labels"]) -> np.ndarray:
     """Reads an IDX file (gzip-compressed or raw) of uint8 MNIST images or labels.
 
     Args:
-        path: The file.
+        path: The file: a local path or a URI (the object is read whole).
         kind: ``images`` (magic 2051, dims ``(N, 28, 28)``) or ``labels`` (magic 2049, ``(N,)``).
 
     Returns:
@@ -185,9 +187,9 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
         DataError: If the file is missing, not IDX, of the other kind, truncated, or its values or
             dimensions are not MNIST's; one line naming the file.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected the MNIST IDX {kind} file)")
-    raw = path.read_bytes()
+    if not exists(path):
+        raise DataError(f"{path}: no such {'object' if is_uri(path) else 'file'} (expected the MNIST IDX {kind} file)")
+    raw = read_object(path) if is_uri(path) else Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -210,23 +212,23 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> np.ndarray:
     return data.copy()
 
 
-def mnist_files(folder: Path) -> list[tuple[Path, Path]]:
+def mnist_files(folder: Location) -> list[tuple[Location, Location]]:
     """The ``(images, labels)`` IDX pairs of ``folder`` to read: :data:`MNIST_FILES` (the 10,000
     test digits, required), then :data:`MNIST_TRAIN_FILES` (the 60,000 training digits of the full
     MNIST) when the folder holds them. Each name is taken gzip-compressed, or unpacked without
-    ``.gz``.
+    ``.gz``. ``folder`` is a local folder or a URI prefix.
 
     Raises:
         DataError: If only one file of the training pair is there (the other is named).
     """
-    def find(name: str) -> Path:
-        packed = folder / name
-        return packed if packed.is_file() or not (folder / name.removesuffix(".gz")).is_file() \
-            else folder / name.removesuffix(".gz")
+    def find(name: str) -> Location:
+        packed = child(folder, name)
+        return packed if exists(packed) or not exists(child(folder, name.removesuffix(".gz"))) \
+            else child(folder, name.removesuffix(".gz"))
 
     pairs = [(find(MNIST_FILES[0]), find(MNIST_FILES[1]))]
     train = (find(MNIST_TRAIN_FILES[0]), find(MNIST_TRAIN_FILES[1]))
-    present = [path.is_file() for path in train]
+    present = [exists(path) for path in train]
     if any(present) and not all(present):
         missing = train[present.index(False)]
         raise DataError(f"{missing}: no such file; the full MNIST needs both {MNIST_TRAIN_FILES[0]} and "
@@ -234,7 +236,7 @@ def mnist_files(folder: Path) -> list[tuple[Path, Path]]:
     return pairs + [train] if all(present) else pairs
 
 
-def load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(folder: Location) -> tuple[np.ndarray, np.ndarray]:
     """The MNIST digits of ``folder`` (see :func:`mnist_files`), test digits first.
 
     Returns:
@@ -249,11 +251,11 @@ def load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         images.append(read_idx(image_file, "images"))
         labels.append(read_idx(label_file, "labels"))
         if len(images[-1]) != len(labels[-1]):
-            raise DataError(f"{folder}: {len(images[-1])} images in {image_file.name} but {len(labels[-1])} "
-                            f"labels in {label_file.name}")
+            raise DataError(f"{folder}: {len(images[-1])} images in {name_of(image_file)} but {len(labels[-1])} "
+                            f"labels in {name_of(label_file)}")
     images, labels = np.concatenate(images), np.concatenate(labels)
     if len(np.unique(labels)) < 10:
-        raise DataError(f"{folder / MNIST_FILES[1]}: every digit 0-9 needs an image, but only "
+        raise DataError(f"{child(folder, MNIST_FILES[1])}: every digit 0-9 needs an image, but only "
                         f"{sorted(np.unique(labels).tolist())} occur")
     return images, labels
 
@@ -514,7 +516,7 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def _add_glyphs(options: ArithmeticOptions, seed: int, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
-                info: dict[str, Any]) -> tuple[Path, ReadbackAccuracy | None]:
+                info: dict[str, Any]) -> tuple[Location, ReadbackAccuracy | None]:
     """Adds the glyph columns the options ask for to ``train`` and ``val`` (in place), and the readback.
 
     MNIST's digits are split into a train and a val pool (seeded, ``val_fraction``); each split's
@@ -542,7 +544,7 @@ def _add_glyphs(options: ArithmeticOptions, seed: int, train: dict[str, np.ndarr
         if len(np.unique(pool_labels)) < 10:
             raise DataError(f"dataset.val_fraction={options.val_fraction}: the {name} pool of "
                             f"{len(pool_labels)} MNIST digits lacks a digit; hold out a larger fraction")
-    info.update({"mnist_files": [path.name for pair in mnist_files(folder) for path in pair],
+    info.update({"mnist_files": [name_of(path) for pair in mnist_files(folder) for path in pair],
                  "digit_pool_train": len(pool_train), "digit_pool_val": len(pool_val),
                  "pixel_storage": "uint8 0-255 (divide by 255 for [0, 1])"})
     for name, columns, stream in (("train", train, _TRAIN_GLYPHS), ("val", val, _VAL_GLYPHS)):

@@ -25,7 +25,9 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import tempfile
 import urllib.error
@@ -38,6 +40,8 @@ import numpy as np
 
 from datasets.base import ArrayGroundTruthData
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
+from datasets.remote import Location, given_location, read_object, require
+from datasets.storage import is_uri
 
 __all__ = ["DSpritesOptions", "load_dsprites", "load_factor_values", "factor_columns", "resolve_path", "download",
            "check_grid_file", "FACTOR_NAMES", "GRID_PATH", "GRID_SHA256"]
@@ -70,6 +74,9 @@ class DSpritesOptions(DatasetOptions):
     study that asks for the full grid never trains on a subset because an environment variable
     pointed elsewhere. With the default ``grid`` a given file may be any dSprites-layout file
     (the 20,000-image subset, a copy of the grid, a test file).
+
+    A given file is a local path or a URI (``s3://bucket/dsprites.npz``): the driver reads the
+    object whole and the rows reach the trials through Ray's object store, as for a local file.
     """
 
     variant: Literal["grid", "full"] = "grid"  # grid: 46,080 images shipped, offline; full: 737,280 downloaded
@@ -82,35 +89,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study"
 
 
-def resolve_path(path: Path | None, variant: Literal["grid", "full"] = "grid") -> Path:
-    """The dSprites file to read (order as in :class:`DSpritesOptions`).
+def resolve_path(path: str | Path | None, variant: Literal["grid", "full"] = "grid") -> Location:
+    """The dSprites file to read (order as in :class:`DSpritesOptions`): a local Path or a URI.
 
     Args:
-        path: ``dataset.path``, or None.
+        path: ``dataset.path`` (a local path or a URI), or None.
         variant: The file read when neither ``path`` nor ``$DSPRITES_PATH`` is given.
 
     Raises:
-        DataError: If the given file does not exist, the shipped grid fails its checksum, or
-            the download fails.
+        DataError: If the given file or object does not exist, the shipped grid fails its
+            checksum, or the download fails.
     """
     return _locate(path, variant)[0]
 
 
-def _locate(path: Path | None, variant: str) -> tuple[Path, str | None]:
+def _locate(path: str | Path | None, variant: str) -> tuple[Location, str | None]:
     """``(file, where it was given)``: ``"dataset.path"``, ``"DSPRITES_PATH"``, or None for the variant's own."""
-    if path is not None:
-        where = "dataset.path"
-    elif os.environ.get("DSPRITES_PATH"):
-        path, where = Path(os.environ["DSPRITES_PATH"]), "DSPRITES_PATH"
-    elif variant == "grid":
+    given = given_location(path, "DSPRITES_PATH")
+    if given is None and variant == "grid":
         return check_grid_file(GRID_PATH), None
-    else:
+    if given is None:
         cached = cache_dir() / "dsprites" / FILENAME
         return (cached if cached.exists() else download(cached)), None
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{where}: {path}: no such file (expected a dSprites .npz)")
-    return path, where
+    location, where = given
+    if is_uri(location):
+        return require(location, "object", "a dSprites .npz", where), where
+    if not location.is_file():
+        raise DataError(f"{where}: {location}: no such file (expected a dSprites .npz)")
+    return location, where
 
 
 def check_grid_file(path: Path = GRID_PATH) -> Path:
@@ -174,12 +180,30 @@ def _check_digest(path: Path, url: str) -> None:
             raise DataError(f"{url}: downloaded file's {algorithm} {actual} does not match the expected {digest}")
 
 
-def load_dsprites(path: Path) -> ArrayGroundTruthData:
+@contextlib.contextmanager
+def _open_npz(path: Location):
+    """The open ``NpzFile`` of a local file or of a whole object at a URI (never unpickling).
+
+    Raises:
+        DataError: If it is missing, not an npz, or a single .npy array; one line naming it.
+    """
+    source = io.BytesIO(read_object(str(path))) if is_uri(path) else path
+    try:
+        npz = np.load(source, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz with keys 'imgs' and 'latents_classes'")
+    with npz:
+        yield npz
+
+
+def load_dsprites(path: Location) -> ArrayGroundTruthData:
     """Reads a dSprites file in either layout.
 
     Args:
-        path: ``.npz`` with ``imgs (N, 64, 64)`` uint8 in {0, 1} and ``latents_classes``
-            ``(N, 5)`` or ``(N, 6)`` int (a constant colour column first).
+        path: ``.npz`` (a local path or a URI) with ``imgs (N, 64, 64)`` uint8 in {0, 1} and
+            ``latents_classes`` ``(N, 5)`` or ``(N, 6)`` int (a constant colour column first).
 
     Returns:
         Ground-truth data with images uint8 ``(N, 1, 64, 64)`` in {0, 1} and five factors
@@ -189,22 +213,21 @@ def load_dsprites(path: Path) -> ArrayGroundTruthData:
         DataError: If the file is not an npz, lacks a key, holds pickled arrays there, or
             has the wrong shapes, dtypes or values; the message names the file and key.
     """
+    with _open_npz(path) as npz:
+        return _dsprites_from(npz, path)
+
+
+def _dsprites_from(npz, path: Location) -> ArrayGroundTruthData:
+    """:func:`load_dsprites` of an open ``NpzFile``."""
+    for key in ("imgs", "latents_classes"):
+        if key not in npz.files:
+            raise DataError(f"{path}: key {key!r} missing (found {sorted(npz.files)}); expected a dSprites file")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array, not an .npz with keys 'imgs' and 'latents_classes'")
-    with npz:
-        for key in ("imgs", "latents_classes"):
-            if key not in npz.files:
-                raise DataError(f"{path}: key {key!r} missing (found {sorted(npz.files)}); expected a dSprites file")
-        try:
-            imgs, classes = npz["imgs"], npz["latents_classes"]
-        except ValueError as err:  # object arrays need pickle, which is refused
-            raise DataError(f"{path}: imgs/latents_classes cannot be read without unpickling ({err})") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as err:
-            raise DataError(f"{path}: truncated or corrupt ({err})") from None
+        imgs, classes = npz["imgs"], npz["latents_classes"]
+    except ValueError as err:  # object arrays need pickle, which is refused
+        raise DataError(f"{path}: imgs/latents_classes cannot be read without unpickling ({err})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path}: truncated or corrupt ({err})") from None
     if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
         raise DataError(f"{path}: key 'imgs' must be (N, H, H) uint8, but got {imgs.shape} {imgs.dtype}")
     if classes.ndim != 2 or classes.shape[0] != imgs.shape[0] or classes.shape[1] not in (5, 6):
@@ -225,7 +248,7 @@ def load_dsprites(path: Path) -> ArrayGroundTruthData:
     return ArrayGroundTruthData(imgs[:, None], classes, num_values, FACTOR_NAMES)
 
 
-def load_factor_values(path: Path, num_rows: int) -> np.ndarray | None:
+def load_factor_values(path: Location, num_rows: int) -> np.ndarray | None:
     """The factor values of a dSprites file (``latents_values``), or None when it has none.
 
     Args:
@@ -239,13 +262,18 @@ def load_factor_values(path: Path, num_rows: int) -> np.ndarray | None:
     Raises:
         DataError: If ``latents_values`` is pickled or not ``(num_rows, 5)``/``(num_rows, 6)`` numbers.
     """
-    with np.load(path, allow_pickle=False) as npz:
-        if "latents_values" not in npz.files:
-            return None
-        try:
-            values = npz["latents_values"]
-        except ValueError as err:
-            raise DataError(f"{path}: key 'latents_values' cannot be read without unpickling ({err})") from None
+    with _open_npz(path) as npz:
+        return _factor_values(npz, path, num_rows)
+
+
+def _factor_values(npz, path: Location, num_rows: int) -> np.ndarray | None:
+    """:func:`load_factor_values` of an open ``NpzFile``."""
+    if "latents_values" not in npz.files:
+        return None
+    try:
+        values = npz["latents_values"]
+    except ValueError as err:
+        raise DataError(f"{path}: key 'latents_values' cannot be read without unpickling ({err})") from None
     if values.ndim != 2 or values.shape[0] != num_rows or values.shape[1] not in (5, 6) \
             or not np.issubdtype(values.dtype, np.number):
         raise DataError(
@@ -284,7 +312,9 @@ def prepare(options: DSpritesOptions, seed: int) -> PreparedData:
             given file is not the full grid.
     """
     path, where = _locate(options.path, options.variant)
-    data = load_dsprites(path)
+    with _open_npz(path) as npz:  # one read of the file (an object at a URI is fetched once)
+        data = _dsprites_from(npz, path)
+        values = _factor_values(npz, path, len(data))
     if options.variant == "full" and (len(data), data.factors_num_values) != (FULL_NUM_IMAGES, FULL_FACTOR_SIZES):
         raise DataError(
             f"{where or 'dataset.variant'}: {path}: dataset.variant 'full' needs the full dSprites grid "
@@ -294,7 +324,6 @@ def prepare(options: DSpritesOptions, seed: int) -> PreparedData:
         )
     train_rows, val_rows = split_rows(len(data), options.val_fraction, seed, options.limit)
     val = data.subset(val_rows)
-    values = load_factor_values(path, len(data))
     targets = {"train": factor_columns(data.factors[train_rows], None if values is None else values[train_rows]),
                "val": factor_columns(val.factors, None if values is None else values[val_rows])}
     return PreparedData(

@@ -6,6 +6,11 @@ in the driver) and yields blocks of a few hundred rows, optionally transformed (
 runs in the read tasks, in parallel). An epoch therefore streams a file larger than memory
 with bounded memory: Ray Data's streaming executor holds only the blocks in flight.
 
+The file is a local path or a URI (``s3://bucket/jets.h5``): an object in storage is opened
+through :class:`datasets.remote.BlockCachedFile` (h5py reads a seekable file object), inside each
+read task, so only the rows a task reads cross the network and a file larger than any node's
+disk streams from the bucket.
+
 :func:`check_hdf5` validates a file before Ray starts, raising :class:`DataError` with one
 line naming the file and key.
 
@@ -16,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from datasets.registry import DataError
+from datasets.remote import BlockCachedFile, Location, location_of, require
+from datasets.storage import is_uri
 
-__all__ = ["KeySpec", "check_hdf5", "HDF5Source", "read_hdf5", "blocks", "ROW_COLUMN"]
+__all__ = ["KeySpec", "check_hdf5", "open_hdf5", "HDF5Source", "read_hdf5", "blocks", "ROW_COLUMN"]
 
 ROW_COLUMN = "row"  # int64 source row of each output row (coverage checks)
 
@@ -54,21 +62,45 @@ class KeySpec:
         return f"({dims}) {'/'.join(names[k] for k in self.kinds)}"
 
 
-def _open(path: Path):
-    """``h5py.File(path, "r")``, or DataError when the file is missing or not HDF5."""
+@contextlib.contextmanager
+def open_hdf5(location: str | Location) -> Iterator:
+    """``h5py.File(location, "r")`` of a local file, or of an object at a URI read through a
+    :class:`~datasets.remote.BlockCachedFile`; closed (with its file object) on exit.
+
+    Raises:
+        DataError: One line naming the file or URI, when it is missing or not HDF5.
+    """
     import h5py
 
+    if is_uri(location):
+        uri = str(location)
+        try:
+            handle = BlockCachedFile(uri)
+        except DataError:
+            require(uri, "object", "an HDF5 file")  # names a missing bucket or a prefix
+            raise
+        with handle:
+            try:
+                f = h5py.File(handle, "r")
+            except OSError as err:
+                raise DataError(f"{uri}: not a readable HDF5 file ({str(err).splitlines()[0][:200]})") from None
+            with f:
+                yield f
+        return
+    path = Path(location)
     if not path.is_file():
         raise DataError(f"{path}: no such file (expected an HDF5 file)")
     if not h5py.is_hdf5(path):
         raise DataError(f"{path}: not an HDF5 file")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as err:
         raise DataError(f"{path}: unreadable HDF5 file ({err})") from None
+    with f:
+        yield f
 
 
-def check_hdf5(path: str | Path, keys: Mapping[str, KeySpec], *, scan_rows: int | None = None,
+def check_hdf5(path: str | Location, keys: Mapping[str, KeySpec], *, scan_rows: int | None = None,
                chunk_rows: int = 256) -> int:
     """Validates the layout and values of an HDF5 file; returns its number of rows.
 
@@ -76,7 +108,7 @@ def check_hdf5(path: str | Path, keys: Mapping[str, KeySpec], *, scan_rows: int 
     chunk per key whatever the file's size (a full scan reads the whole file once).
 
     Args:
-        path: The HDF5 file.
+        path: The HDF5 file: a local path or a URI (``s3://bucket/jets.h5``).
         keys: Dataset name -> what it must be.
         scan_rows: Rows scanned for NaN/inf, from the start; None scans all (the read tasks of
             :class:`HDF5Datasource` also check every block they read); 0 scans none.
@@ -90,8 +122,8 @@ def check_hdf5(path: str | Path, keys: Mapping[str, KeySpec], *, scan_rows: int 
             is missing or not a dataset, has the wrong rank, shape or dtype, is empty, the keys'
             lengths differ, or a scanned value is NaN or infinite.
     """
-    path = Path(path)
-    with _open(path) as f:
+    path = location_of(path)
+    with open_hdf5(path) as f:
         lengths: dict[str, int] = {}
         for key, spec in keys.items():
             if key not in f:
@@ -122,7 +154,7 @@ def check_hdf5(path: str | Path, keys: Mapping[str, KeySpec], *, scan_rows: int 
     return num_rows
 
 
-def _check_finite(path: Path, key: str, values: np.ndarray, start: int) -> None:
+def _check_finite(path: Location, key: str, values: np.ndarray, start: int) -> None:
     """DataError naming the first row of ``values`` (rows from ``start``) holding NaN or inf."""
     bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if bad.any():
@@ -151,7 +183,8 @@ class HDF5Source:
     become Arrow tensor columns.
 
     Args:
-        path: The HDF5 file (the same path must be readable where the tasks run).
+        path: The HDF5 file: a local path (readable at the same path where the tasks run) or a
+            URI (each task opens the object itself, with the credentials of its node).
         keys: Names of the HDF5 datasets to read; each becomes a column of that name (before
             ``transform``).
         ranges: ``[(start, stop), ...]`` half-open row ranges, in reading order; None: all rows.
@@ -172,15 +205,15 @@ class HDF5Source:
     validating a study spec does, imports no Ray.
     """
 
-    def __init__(self, path: str | Path, keys: Sequence[str], *, ranges: Sequence[tuple[int, int]] | None = None,
+    def __init__(self, path: str | Location, keys: Sequence[str], *, ranges: Sequence[tuple[int, int]] | None = None,
                  rows_per_task: int = 1024, rows_per_block: int = 128, transform: Transform | None = None,
                  row_column: bool = False, check_finite: bool = True):
         super().__init__()
         if rows_per_task <= 0 or rows_per_block <= 0:
             raise ValueError(f"rows_per_task and rows_per_block must be > 0, but got ({rows_per_task}, {rows_per_block})")
-        self.path = str(Path(path).resolve())
+        self.path = str(path) if is_uri(path) else str(Path(path).expanduser().resolve())
         self.keys = list(keys)
-        with _open(Path(self.path)) as f:
+        with open_hdf5(self.path) as f:
             for key in self.keys:
                 if key not in f:
                     raise DataError(f"{self.path}: key {key!r} missing (found {sorted(f.keys())})")
@@ -224,7 +257,7 @@ class HDF5Source:
 
     def _read(self, start: int, stop: int) -> Iterator:
         """Blocks of rows ``[start, stop)`` (runs inside a Ray read task)."""
-        for columns in iter_rows(Path(self.path), self.keys, start, stop, rows_per_block=self.rows_per_block,
+        for columns in iter_rows(location_of(self.path), self.keys, start, stop, rows_per_block=self.rows_per_block,
                                  row_column=self.row_column, check_finite=self.check_finite):
             if self.transform is not None:
                 columns = self.transform(columns)
@@ -248,16 +281,16 @@ def _datasource_class() -> type:
     return cls
 
 
-def iter_rows(path: Path, keys: Sequence[str], start: int, stop: int, *, rows_per_block: int,
+def iter_rows(path: Location, keys: Sequence[str], start: int, stop: int, *, rows_per_block: int,
               row_column: bool = False, check_finite: bool = True) -> Iterator[dict[str, np.ndarray]]:
     """Rows ``[start, stop)`` of ``keys`` as dicts of numpy arrays, ``rows_per_block`` at a time.
+
+    The file (a local path or a URI, see :func:`open_hdf5`) is opened here, once per call.
 
     Raises:
         DataError: If a floating value is NaN or infinite (with ``check_finite``).
     """
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         for a in range(start, stop, rows_per_block):
             b = min(a + rows_per_block, stop)
             columns = {key: f[key][a:b] for key in keys}
@@ -279,13 +312,13 @@ def _to_arrow(columns: dict[str, np.ndarray]):
                      for name, a in columns.items()})
 
 
-def read_hdf5(path: str | Path, keys: Sequence[str], *, num_cpus: float | None = None,
+def read_hdf5(path: str | Location, keys: Sequence[str], *, num_cpus: float | None = None,
               concurrency: int | None = None, buffer_bytes: int | None = None,
               max_block_bytes: int | None = None, **options):
     """``ray.data.read_datasource(HDF5Datasource(path, keys, **options))``, memory-bounded.
 
     Args:
-        path: The HDF5 file.
+        path: The HDF5 file: a local path or a URI.
         keys: The HDF5 datasets to read, one column each.
         num_cpus: CPUs each read task reserves (None: Ray Data's default of 1).
         concurrency: At most this many read tasks at once (None: as resources allow).

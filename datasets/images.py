@@ -1,11 +1,16 @@
 """Generic images (faces, digits, ...) from an array file or a folder, as square float images in [0, 1].
 
-Sources, picked by ``dataset.path``:
+Sources, picked by ``dataset.path`` (else ``$FACES_PATH``), a local path or a URI
+(``s3://bucket/faces.npz``, a prefix ``s3://bucket/faces/`` for a folder):
 
-* ``.npz`` (entry ``dataset.key``) or ``.npy``: read with ``np.load(..., allow_pickle=False)``;
-* ``.h5`` / ``.hdf5``: the dataset at ``dataset.key`` (h5py), only the rows used are read;
-* a folder: every ``.png``, ``.jpg`` and ``.jpeg`` file under it (sorted paths, subfolders too),
-  read with Pillow.
+* ``.npz`` (entry ``dataset.key``) or ``.npy``: read with ``np.load(..., allow_pickle=False)``
+  (an object at a URI is read whole);
+* ``.h5`` / ``.hdf5``: the dataset at ``dataset.key`` (h5py), only the rows used are read (from
+  a URI through :class:`datasets.remote.BlockCachedFile`);
+* a folder (prefix): every ``.png``, ``.jpg`` and ``.jpeg`` file under it (sorted paths,
+  subfolders too), read with Pillow.
+
+The driver reads the images; the rows reach the trials through Ray's object store.
 
 Arrays are ``(N, H, W)`` (one channel), ``(N, H, W, C)`` or ``(N, C, H, W)`` with C in {1, 3}
 (``dataset.layout``, detected from which axis has size 1 or 3 unless given); uint8 is divided by
@@ -22,18 +27,20 @@ data exists.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
+from datasets.remote import BlockCachedFile, Location, given_location, list_objects, location_of, read_object, require
+from datasets.storage import is_uri
 
 __all__ = ["ImagesOptions", "load_images", "resize_square", "convert_channels", "export_digits", "ENV_PATH"]
 
@@ -48,7 +55,8 @@ CHUNK_ROWS = 2048  # rows converted at a time: bounds the float copies of a larg
 class ImagesOptions(DatasetOptions):
     """The ``dataset`` section for ``images``.
 
-    ``path`` (else ``$FACES_PATH``) is an ``.npz``/``.npy``/``.h5`` file or a folder of images.
+    ``path`` (else ``$FACES_PATH``) is an ``.npz``/``.npy``/``.h5`` file or a folder of images:
+    a local path or a URI (``s3://bucket/faces.npz``, or a prefix holding the images).
     """
 
     key: str | None = None  # npz/HDF5 entry; None: "images" if present, else the only array
@@ -72,23 +80,24 @@ class _Source:
     close: Callable[[], None] = lambda: None
 
 
-def resolve_path(path: Path | None) -> Path:
-    """``path``, else ``$FACES_PATH``.
+def resolve_path(path: str | Path | None) -> Location:
+    """``path``, else ``$FACES_PATH``: a local Path, or a URI (an object or a prefix).
 
     Raises:
-        DataError: If neither is given, or the path does not exist.
+        DataError: If neither is given, or the path, object or prefix does not exist.
     """
-    if path is None:
-        if not os.environ.get(ENV_PATH):
-            raise DataError(f"dataset.path: no image file or folder given (set dataset.path or ${ENV_PATH})")
-        path, where = Path(os.environ[ENV_PATH]), ENV_PATH
-    else:
-        where = "dataset.path"
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"{where}: {path}: no such file or folder (expected {', '.join(ARRAY_SUFFIXES)} or a folder "
-                        f"of {'/'.join(IMAGE_SUFFIXES)} images)")
-    return path
+    given = given_location(path, ENV_PATH)
+    if given is None:
+        raise DataError(f"dataset.path: no image file or folder given (set dataset.path or ${ENV_PATH})")
+    location, where = given
+    expected = f"{', '.join(ARRAY_SUFFIXES)} or a folder of {'/'.join(IMAGE_SUFFIXES)} images"
+    if is_uri(location):
+        if PurePosixPath(location).suffix.lower() in ARRAY_SUFFIXES:
+            return require(location, "object", expected, where)
+        return require(location, "prefix", expected, where)
+    if not location.exists():
+        raise DataError(f"{where}: {location}: no such file or folder (expected {expected})")
+    return location
 
 
 def _layout(shape: tuple[int, ...], layout: str, name: str) -> str:
@@ -154,11 +163,17 @@ def _check_labels(labels: np.ndarray, num_rows: int, name: str) -> np.ndarray:
     return labels
 
 
-def _open_npz(path: Path, options: ImagesOptions) -> _Source:
+def _suffix(path: Location) -> str:
+    return PurePosixPath(str(path)).suffix.lower() if is_uri(path) else Path(path).suffix.lower()
+
+
+def _open_npz(path: Location, options: ImagesOptions) -> _Source:
+    remote = is_uri(path)
+    source = io.BytesIO(read_object(str(path))) if remote else path
     try:
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix == ".npy" else None)
+        loaded = np.load(source, allow_pickle=False, mmap_mode="r" if _suffix(path) == ".npy" and not remote else None)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: not a readable {path.suffix} file ({str(err).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable {_suffix(path)} file ({str(err).splitlines()[0]})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         if options.key is not None or options.label_key is not None:
             raise DataError(f"{path}: a .npy file holds one array; remove dataset.key/dataset.label_key or use an .npz")
@@ -181,13 +196,22 @@ def _open_npz(path: Path, options: ImagesOptions) -> _Source:
     return _array_source(images, name, options.layout, labels)
 
 
-def _open_hdf5(path: Path, options: ImagesOptions) -> _Source:
+def _open_hdf5(path: Location, options: ImagesOptions) -> _Source:
     import h5py
 
+    fileobj = BlockCachedFile(str(path)) if is_uri(path) else None  # only the rows used are fetched
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(fileobj if fileobj is not None else path, "r")
     except OSError as err:
+        if fileobj is not None:
+            fileobj.close()
         raise DataError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
+
+    def close() -> None:
+        handle.close()
+        if fileobj is not None:
+            fileobj.close()
+
     try:
         keys = [k for k, v in handle.items() if isinstance(v, h5py.Dataset)]
         key = options.key if options.key is not None and options.key in handle else _pick_key(
@@ -203,25 +227,32 @@ def _open_hdf5(path: Path, options: ImagesOptions) -> _Source:
                                 f"dataset.label_key to the label dataset")
             labels = _check_labels(handle[options.label_key][()], images.shape[0],
                                    f"{path} key {options.label_key!r}")
-        source = _array_source(images, name, options.layout, labels, handle.close)
+        source = _array_source(images, name, options.layout, labels, close)
     except BaseException:
-        handle.close()
+        close()
         raise
     return source
 
 
-def _open_folder(path: Path, options: ImagesOptions) -> _Source:
+def _image_files(path: Location) -> list[Location]:
+    """The image files below a folder (or objects below a prefix), sorted."""
+    if is_uri(path):
+        return [f"{path}/{key}" for key, _ in list_objects(str(path)) if _suffix(key) in IMAGE_SUFFIXES]
+    return sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _open_folder(path: Location, options: ImagesOptions) -> _Source:
     from PIL import Image, UnidentifiedImageError
 
     if options.key is not None or options.label_key is not None:
         raise DataError(f"{path}: a folder of images has no keys; remove dataset.key/dataset.label_key")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = _image_files(path)
     if not files:
         raise DataError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
 
-    def read_one(file: Path, mode: str | None) -> np.ndarray:
+    def read_one(file: Location, mode: str | None) -> np.ndarray:
         try:
-            with Image.open(file) as image:
+            with Image.open(io.BytesIO(read_object(file)) if is_uri(file) else file) as image:
                 if mode is None:  # as stored: grey stays one channel, anything else becomes RGB
                     mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
                 return np.asarray(image.convert(mode))
@@ -313,21 +344,21 @@ def _convert(raw: np.ndarray, scale: str, size: int | None, channels: int | None
     return convert_channels(images, channels) if channels is not None else images
 
 
-def _open(path: Path, options: ImagesOptions) -> _Source:
-    if path.is_dir():
-        return _open_folder(path, options)
+def _open(path: Location, options: ImagesOptions) -> _Source:
     openers = {".npz": _open_npz, ".npy": _open_npz, ".h5": _open_hdf5, ".hdf5": _open_hdf5}
-    if path.suffix.lower() not in openers:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected {', '.join(ARRAY_SUFFIXES)} or a folder "
-                        f"of {'/'.join(IMAGE_SUFFIXES)} images")
-    return openers[path.suffix.lower()](path, options)
+    if (is_uri(path) and _suffix(path) not in openers) or (not is_uri(path) and Path(path).is_dir()):
+        return _open_folder(path, options)  # a prefix of a URI holds the images as objects
+    if _suffix(path) not in openers:
+        raise DataError(f"{path}: unknown file type {Path(path).suffix!r}; expected {', '.join(ARRAY_SUFFIXES)} or a "
+                        f"folder of {'/'.join(IMAGE_SUFFIXES)} images")
+    return openers[_suffix(path)](path, options)
 
 
-def load_images(path: str | Path, options: ImagesOptions, rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def load_images(path: str | Location, options: ImagesOptions, rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Reads, checks and converts the images of ``path`` (all of them, or ``rows``).
 
     Args:
-        path: An ``.npz``/``.npy``/``.h5``/``.hdf5`` file or a folder of images.
+        path: An ``.npz``/``.npy``/``.h5``/``.hdf5`` file or a folder of images: a local path or a URI.
         options: Key, size, channels and layout.
         rows: int indices of the images to read, in the order wanted; None: all.
 
@@ -341,7 +372,7 @@ def load_images(path: str | Path, options: ImagesOptions, rows: np.ndarray | Non
             count, an unsupported dtype, float values outside [0, 1] or non-finite, non-square
             images without ``size``; the message names the file and key.
     """
-    source = _open(Path(path), options)
+    source = _open(location_of(path), options)
     try:
         return _read_rows(source, options, np.arange(source.num_rows) if rows is None else rows)
     finally:

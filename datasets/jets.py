@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,8 +43,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from datasets.hdf5 import KeySpec, blocks, check_hdf5, iter_rows, read_hdf5
+from datasets.hdf5 import KeySpec, blocks, check_hdf5, iter_rows, open_hdf5, read_hdf5
 from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset
+from datasets.remote import Location, given_location, require
+from datasets.storage import is_uri
 
 __all__ = ["JetsOptions", "JetPreprocessor", "load_jets", "resolve_path", "split_blocks", "write_synthetic",
            "CHANNELS", "KEYS"]
@@ -63,7 +64,12 @@ PIXEL_RAD = 0.0174  # pixel pitch in (eta, phi) of the ML4SCI images (one ECAL c
 
 
 class JetsOptions(DatasetOptions):
-    """The ``dataset`` section for jets; ``path`` falls back to ``$JETS_PATH``."""
+    """The ``dataset`` section for jets.
+
+    ``path`` (else ``$JETS_PATH``) is the HDF5 file: a local path or a URI (``s3://bucket/jets.h5``,
+    ``gs://...``), streamed by the read tasks, which open the object themselves and read only their
+    rows (:mod:`datasets.remote`): a file larger than any node's disk streams from the bucket.
+    """
 
     # 128: the 125-pixel images padded to a size the stride-2 conv stacks divide (2**5 | 128).
     image_size: int = Field(128, ge=4, le=1024)
@@ -90,23 +96,23 @@ class JetsOptions(DatasetOptions):
     scan_rows: int | None = Field(None, ge=0)  # rows scanned for NaN/inf at load (None: all; else reads check too)
 
 
-def resolve_path(path: Path | None) -> Path:
-    """``dataset.path``, else ``$JETS_PATH``.
+def resolve_path(path: str | Path | None) -> Location:
+    """``dataset.path``, else ``$JETS_PATH``: a local :class:`~pathlib.Path` or a URI string.
 
     Raises:
-        DataError: If neither is set, or the file does not exist.
+        DataError: If neither is set, or the file or object does not exist (for a URI: its bucket,
+            or the scheme is unknown).
     """
-    if path is not None:
-        where = "dataset.path"
-    elif os.environ.get("JETS_PATH"):
-        path, where = Path(os.environ["JETS_PATH"]), "JETS_PATH"
-    else:
+    given = given_location(path, "JETS_PATH")
+    if given is None:
         raise DataError("dataset.path: no jets file given; set dataset.path or JETS_PATH to an HDF5 file "
-                        "with X_jets (N, 125, 125, 3), y, m0, pt")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{where}: {path}: no such file (expected an HDF5 jets file)")
-    return path
+                        "with X_jets (N, 125, 125, 3), y, m0, pt (a local path or a URI such as s3://bucket/jets.h5)")
+    location, where = given
+    if is_uri(location):
+        return require(location, "object", "an HDF5 jets file", where)
+    if not location.is_file():
+        raise DataError(f"{where}: {location}: no such file (expected an HDF5 jets file)")
+    return location
 
 
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -235,7 +241,7 @@ def task_ranges(ranges: Sequence[tuple[int, int]], task_rows: int, seed: int | N
     return [pieces[i] for i in order]
 
 
-def channel_statistics(path: Path, ranges: Sequence[tuple[int, int]], pre: JetPreprocessor, *, scale: str,
+def channel_statistics(path: Location, ranges: Sequence[tuple[int, int]], pre: JetPreprocessor, *, scale: str,
                        quantile: float, rows: int, chunk_rows: int, seed: int) -> dict[str, Any]:
     """Per-channel offset and divisor from the first ``rows`` rows of ``ranges`` (train rows).
 
@@ -288,7 +294,7 @@ def channel_statistics(path: Path, ranges: Sequence[tuple[int, int]], pre: JetPr
             "nonzero_fraction": (nonzero / count).tolist()}
 
 
-def _sample(path: Path, ranges: Sequence[tuple[int, int]], rows: int, chunk_rows: int) -> Iterator[dict]:
+def _sample(path: Location, ranges: Sequence[tuple[int, int]], rows: int, chunk_rows: int) -> Iterator[dict]:
     """The first ``rows`` rows of ``ranges``, in order, ``chunk_rows`` at a time."""
     left = rows
     for start, stop in ranges:
@@ -348,7 +354,7 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
                         column_classes={"y": 2}, channel_names=tuple(CHANNELS))  # y: 1 quark, 0 gluon
 
 
-def _checked_file(path: Path, options: JetsOptions) -> tuple[int, int, dict[str, dict[str, Any]]]:
+def _checked_file(path: Location, options: JetsOptions) -> tuple[int, int, dict[str, dict[str, Any]]]:
     """Checks the file's keys, rows and images against ``options``.
 
     Returns:
@@ -359,9 +365,7 @@ def _checked_file(path: Path, options: JetsOptions) -> tuple[int, int, dict[str,
             not square, or ``image_size`` cannot be reached from H by ``image_mode``.
     """
     num_file_rows = check_hdf5(path, KEYS, scan_rows=options.scan_rows, chunk_rows=options.rows_per_block)
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         shape = f[IMAGE_KEY].shape
         keys = {key: {"shape": list(f[key].shape), "dtype": str(f[key].dtype)} for key in KEYS}
     if shape[1] != shape[2]:
@@ -387,7 +391,7 @@ def _preprocessing_record(options: JetsOptions, input_size: int, clip: bool, sta
     }
 
 
-def _datasets(path: Path, train: list[tuple[int, int]], val: list[tuple[int, int]], pre: JetPreprocessor,
+def _datasets(path: Location, train: list[tuple[int, int]], val: list[tuple[int, int]], pre: JetPreprocessor,
               rows_per_task: int, rows_per_block: int, read_cpus: float, read_concurrency: int, buffer_mb: int, *,
               row: bool = False, check_finite: bool = True) -> dict[str, Any]:
     """``{"train", "val"}`` lazy Ray datasets streamed from ``path`` (needs Ray initialised)."""

@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datasets.base import ArrayGroundTruthData
+from datasets.storage import is_uri
 
 __all__ = ["DatasetOptions", "PreparedData", "DataDescription", "DataError", "register_dataset", "get_dataset",
-           "dataset_names", "file_fingerprint", "Fingerprint", "Registry", "DATASETS"]
+           "dataset_names", "file_fingerprint", "uri_fingerprint", "Fingerprint", "Registry", "DATASETS"]
 
 HASH_WHOLE_BYTES = 1 << 30  # files up to 1 GiB are hashed whole; larger ones by their first and last 64 MiB
 HASH_PART_BYTES = 64 << 20
@@ -33,12 +35,18 @@ class DataError(ValueError):
 
 
 class DatasetOptions(BaseModel):
-    """Options every dataset takes (the ``dataset`` section of a study spec)."""
+    """Options every dataset takes (the ``dataset`` section of a study spec).
+
+    ``path`` is a location: a local path (``~`` expanded) or a URI of object storage
+    (``s3://bucket/key``, ``gs://``, ``abfs://``, resolved by :mod:`datasets.storage`; credentials
+    from the cloud's standard environment). None: the dataset's own default (its environment
+    variable, which takes a URI too, or its cache).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    path: Path | None = None  # None: the dataset's own default (env variable, cache)
+    path: str | None = None  # a local path or a URI; None: the dataset's own default (env variable, cache)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # held out for val_* metrics and MIG
     limit: int | None = Field(None, gt=1)  # use only this many rows (after shuffling)
     # Where a trial's batches come from: device, the arrays placed on the trial's device once and
@@ -51,6 +59,17 @@ class DatasetOptions(BaseModel):
     # applies the sampled value to the rows the loader prepared once (see PreparedData.train_subset).
     searchable: ClassVar[frozenset[str]] = frozenset()
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _location(cls, value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if value is None or not isinstance(value, str):
+            return value  # None, or a type error pydantic reports
+        if not value.strip() or "\0" in value:
+            raise ValueError(f"expected a local path or a URI such as s3://bucket/key (got {value!r})")
+        return value.rstrip("/") if is_uri(value) else os.path.expanduser(value)
+
     def extra_metrics(self) -> tuple[str, ...]:
         """Per-epoch metric names (``val_...``) that :attr:`PreparedData.validation_metrics` adds."""
         return ()
@@ -60,10 +79,14 @@ class Fingerprint(BaseModel):
     """What a study read, to tell a resumed study's data from another.
 
     Attributes:
-        path: The file or folder read (absolute), or a description of generated data.
-        size: Bytes read (every file below a folder), or None for generated rows.
-        sha256: Hex digest of the bytes (``scope`` says which) or of the rows themselves.
-        scope: ``file`` (whole files), ``head+tail`` (files over 1 GiB: size, first and last 64 MiB)
+        path: The file or folder read (absolute), the URI of an object or prefix, or a description
+            of generated data.
+        size: Bytes read (every file below a folder or prefix), or None for generated rows.
+        sha256: Hex digest of the bytes (``scope`` says which) or of the rows themselves; for
+            ``scope: "etag"`` the object's ETag (a prefix: the sha256 of its objects' keys, sizes
+            and ETags).
+        scope: ``file`` (whole files), ``head+tail`` (files over 1 GiB: size, first and last 64 MiB),
+            ``etag`` (objects in storage whose store gives an ETag, which changes with the content)
             or ``rows`` (generated data: the arrays).
     """
 
@@ -71,7 +94,7 @@ class Fingerprint(BaseModel):
     path: str
     size: int | None
     sha256: str
-    scope: Literal["file", "head+tail", "rows"]
+    scope: Literal["file", "head+tail", "etag", "rows"]
 
     def differs(self, other: Fingerprint) -> list[str]:
         """The fields (path, size, sha256) in which ``other`` differs from this one."""
@@ -111,7 +134,8 @@ class PreparedData:
         input_shape: ``(C, H, W)`` of one observation.
         ground_truth: The validation rows as a ground-truth dataset, for disentanglement
             metrics; None when the dataset has no factors.
-        source: Path of the file read.
+        source: The file or folder read (a local Path, or a URI string), or a Path describing
+            generated data.
         info: Facts about the data for the study directory's ``data.json`` (row counts,
             preprocessing statistics computed on train rows, column names...); JSON values.
         ray_datasets: For data too large to hold in memory: a function returning
@@ -131,13 +155,14 @@ class PreparedData:
     val: dict[str, np.ndarray]
     input_shape: tuple[int, ...]
     ground_truth: ArrayGroundTruthData | None
-    source: Path
+    source: Path | str
     info: dict[str, Any] = field(default_factory=dict)
     ray_datasets: Callable[[], dict[str, Any]] | None = None
     column_shapes: dict[str, tuple[int, ...]] | None = None  # streamed data: per-row column shapes
     column_classes: dict[str, int] | None = None  # streamed data: label columns and their class counts
     channel_names: tuple[str, ...] | None = None
     validation_metrics: Callable[[dict[str, Any]], dict[str, float]] | None = None
+    _fingerprint: Fingerprint | None = field(default=None, init=False, repr=False)  # computed once
 
     def describe(self) -> DataDescription:
         """The :class:`DataDescription` of this data: shapes from the columns (or the loader's
@@ -162,8 +187,20 @@ class PreparedData:
         )
 
     def fingerprint(self) -> Fingerprint:
-        """What was read, to tell a resumed study's data from another: the source path, its size
-        and a sha256 digest (of the file or folder; of the rows themselves for generated data)."""
+        """What was read, to tell a resumed study's data from another: the source path or URI, its
+        size and a digest (of the file or folder; an object's ETag; of the rows themselves for
+        generated data). Computed once per PreparedData.
+
+        Raises:
+            DataError: If a URI source can no longer be read.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> Fingerprint:
+        if is_uri(self.source):
+            return file_fingerprint(self.source)
         source = Path(self.source)
         if source.is_file() or source.is_dir():
             return file_fingerprint(source)
@@ -305,12 +342,18 @@ def get_dataset(name: str) -> DatasetEntry:
     return DATASETS.get(name)
 
 
-def file_fingerprint(path: Path) -> Fingerprint:
-    """The :class:`Fingerprint` of a file or a folder (every file below it).
+def file_fingerprint(path: Path | str) -> Fingerprint:
+    """The :class:`Fingerprint` of a file or a folder (every file below it), or of an object or
+    prefix at a URI (:func:`uri_fingerprint`: its ETag when the store gives one).
 
     Files up to 1 GiB are hashed whole (``scope: "file"``); a larger one by its size and its first
     and last 64 MiB (``scope: "head+tail"``), so an 8 GB jets file costs no more than a small one.
+
+    Raises:
+        DataError: If a URI names nothing or cannot be read.
     """
+    if is_uri(path):
+        return uri_fingerprint(str(path))
     path = Path(path).resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     digest = hashlib.sha256()
@@ -329,6 +372,78 @@ def file_fingerprint(path: Path) -> Fingerprint:
                 handle.seek(size - HASH_PART_BYTES)
                 digest.update(handle.read(HASH_PART_BYTES))
     return Fingerprint(path=str(path), size=total, sha256=digest.hexdigest(), scope=scope)
+
+
+def uri_fingerprint(uri: str) -> Fingerprint:
+    """The :class:`Fingerprint` of an object, or of every object below a prefix, at a URI.
+
+    ``path`` is the URI and ``size`` the object's bytes (summed over a prefix). ``sha256`` is the
+    object's ETag when the store gives one (``scope: "etag"``; for a prefix, the sha256 of every
+    object's relative key, size and ETag), else a sha256 of the content as for local files: whole
+    objects up to 1 GiB (``file``), larger ones by size and their first and last 64 MiB (``head+tail``).
+    An ETag changes with the content; re-uploading the same bytes in other multipart pieces changes
+    it too, and a resume is then refused: on the safe side.
+
+    Raises:
+        DataError: If nothing exists at ``uri`` or it cannot be read (one line naming the URI).
+    """
+    import pyarrow.fs as pafs
+
+    from datasets.storage import StorageError, first_line, open_location
+
+    try:
+        fs, path, uri = open_location(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            objects = [(path.rsplit("/", 1)[-1], info.size, path)]
+        elif info.type == pafs.FileType.Directory:
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            objects = sorted((f.path[len(path) + 1:], f.size, f.path) for f in found if f.type == pafs.FileType.File)
+        else:
+            raise DataError(f"{uri}: no such object or prefix")
+        etags = [_etag(fs, full) for _, _, full in objects]
+        if objects and all(etags):
+            if info.type == pafs.FileType.File:
+                return Fingerprint(path=uri, size=info.size, sha256=etags[0], scope="etag")
+            listing = "".join(f"{key}:{size}:{etag}\n" for (key, size, _), etag in zip(objects, etags))
+            return Fingerprint(path=uri, size=sum(size for _, size, _ in objects),
+                               sha256=hashlib.sha256(listing.encode()).hexdigest(), scope="etag")
+        return _content_fingerprint(fs, uri, objects)
+    except StorageError as err:
+        raise DataError(str(err)) from None
+    except OSError as err:
+        raise DataError(f"{uri}: cannot be read ({first_line(err)})") from None
+
+
+def _etag(fs, path: str) -> str | None:
+    """The object's ETag as its store reports it (quotes removed), or None when the filesystem gives
+    none (pyarrow's S3 input files carry the HeadObject response in ``metadata()``)."""
+    with fs.open_input_file(path) as handle:
+        try:
+            metadata = handle.metadata()
+        except NotImplementedError:
+            return None
+    value = next((v for k, v in metadata.items() if str(k).lower() == "etag"), None) if metadata else None
+    if not value:
+        return None
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip('"')
+
+
+def _content_fingerprint(fs, uri: str, objects: list[tuple[str, int, str]]) -> Fingerprint:
+    """A sha256 of ``(relative key, size, path)`` objects' names, sizes and content, as
+    :func:`file_fingerprint` hashes local files (whole up to 1 GiB, else head and tail)."""
+    digest, scope = hashlib.sha256(), "file"
+    for key, size, full in objects:
+        digest.update(f"{key}:{size}".encode())
+        with fs.open_input_file(full) as handle:
+            if size <= HASH_WHOLE_BYTES:
+                for start in range(0, size, 1 << 24):
+                    digest.update(handle.read_at(min(1 << 24, size - start), start))
+            else:
+                scope = "head+tail"
+                digest.update(handle.read_at(HASH_PART_BYTES, 0))
+                digest.update(handle.read_at(HASH_PART_BYTES, size - HASH_PART_BYTES))
+    return Fingerprint(path=uri, size=sum(size for _, size, _ in objects), sha256=digest.hexdigest(), scope=scope)
 
 
 def split_rows(num_rows: int, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -109,10 +109,15 @@ def check_same_data(study: StudyDir, fingerprint: Fingerprint) -> None:
     if saved is None or not saved.differs(fingerprint):
         return
     raise UsageError(
-        f"dataset: the study started on {saved.path} ({saved.size} bytes, sha256 {saved.sha256[:12]}) but the data "
-        f"now read is {fingerprint.path} ({fingerprint.size} bytes, sha256 {fingerprint.sha256[:12]}); resume on the "
+        f"dataset: the study started on {saved.path} ({saved.size} bytes, {_digest(saved)}) but the data "
+        f"now read is {fingerprint.path} ({fingerprint.size} bytes, {_digest(fingerprint)}); resume on the "
         "same data, or --overwrite to start afresh"
     )
+
+
+def _digest(fingerprint: Fingerprint) -> str:
+    """``sha256 <12 hex>``, or ``ETag <12 chars>`` for an object whose store gave one."""
+    return f"{'ETag' if fingerprint.scope == 'etag' else 'sha256'} {fingerprint.sha256[:12]}"
 
 
 def check_same_place(study: StudyDir) -> None:

@@ -285,3 +285,37 @@ def test_readback_classifier_reads_held_out_digits_and_true_answers(tmp_path):
         hook({"answer_true": truth})
     again = load(max_operand=20, input="text", output="image", path=MNIST)  # from the cache, same weights
     assert again.info["readback_accuracy"] == data.info["readback_accuracy"]
+
+
+# MNIST from a bucket prefix (a loopback S3 server).
+
+
+def test_the_mnist_folder_may_be_a_bucket_prefix(tmp_path, s3_bucket, monkeypatch):
+    from datasets.arithmetic import load_mnist, mnist_files
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_mnist(folder, "t10k", list(range(10)) * 30, fill=1)
+    write_mnist(folder, "train", list(range(10)) * 20, fill=2, compress=False)  # unpacked names serve too
+    for file in folder.iterdir():
+        s3_bucket.put(f"mnist/{file.name}", file)
+    prefix = f"{s3_bucket.uri}/mnist"
+    assert [str(p) for pair in mnist_files(prefix) for p in pair] == [
+        f"{prefix}/{name}" for name in (*MNIST_FILES, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")]
+    (local_images, local_labels), (images, labels) = load_mnist(folder), load_mnist(prefix)
+    np.testing.assert_array_equal(images, local_images)
+    np.testing.assert_array_equal(labels, local_labels)
+    assert images.shape == (500, 28, 28) and (images[:300] == 1).all() and (images[300:] == 2).all()
+    monkeypatch.setenv("MNIST_PATH", prefix + "/")  # the environment variable takes a URI too
+    data = load(max_operand=9, val_fraction=0.2, input="image")
+    assert data.source == prefix and data.info["mnist_files"][:2] == list(MNIST_FILES)
+    fingerprint = data.fingerprint()
+    assert (fingerprint.path, fingerprint.size, fingerprint.scope) == (
+        prefix, sum(f.stat().st_size for f in folder.iterdir()), "etag")
+    np.testing.assert_array_equal(load(max_operand=9, val_fraction=0.2, input="image", path=folder).train[
+        "query_images"], data.train["query_images"])
+    with pytest.raises(DataError, match=f"^dataset.path: {prefix}x: no such prefix"):
+        load(max_operand=9, input="image", path=prefix + "x")
+    s3_bucket.client().delete_object(Bucket=s3_bucket.name, Key="mnist/train-labels-idx1-ubyte")
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: no such file; the full MNIST needs both"):
+        load_mnist(prefix)

@@ -593,3 +593,32 @@ def test_subset_keeps_rows_aligned(small_data):
 def test_array_ground_truth_refuses_disagreeing_arrays(images_rows, factors_shape, names):
     with pytest.raises(ValueError):
         ArrayGroundTruthData(np.zeros((images_rows, 1, 2, 2)), np.zeros(factors_shape, dtype=int), [3, 3], names)
+
+
+# From a bucket (a loopback S3 server).
+
+
+def test_npz_from_a_bucket_gives_the_rows_of_the_local_file(clean_env, s3_bucket, indexed_file, monkeypatch):
+    path, _ = indexed_file
+    uri = s3_bucket.put("data/indexed.npz", path)
+    local, remote = load_registered(path, 3, val_fraction=0.2), load_registered(uri, 3, val_fraction=0.2)
+    assert remote.source == uri and local.source == path
+    for split in ("train", "val"):
+        assert set(remote.__dict__[split]) == set(local.__dict__[split])
+        for name, column in local.__dict__[split].items():
+            np.testing.assert_array_equal(remote.__dict__[split][name], column)
+    fingerprint = remote.fingerprint()
+    assert (fingerprint.path, fingerprint.size, fingerprint.scope) == (uri, path.stat().st_size, "etag")
+    monkeypatch.setenv("DSPRITES_PATH", uri)  # the environment variable takes a URI too
+    assert resolve_path(None) == uri
+    np.testing.assert_array_equal(load_dsprites(uri).images, load_dsprites(path).images)
+
+
+def test_a_missing_object_or_bucket_is_refused_in_one_line(clean_env, s3_bucket, monkeypatch):
+    with pytest.raises(DataError) as info:
+        load_registered(f"{s3_bucket.uri}/absent.npz", 0)
+    assert str(info.value) == (f"dataset.path: {s3_bucket.uri}/absent.npz: no such object "
+                               "(expected a dSprites .npz)")
+    monkeypatch.setenv("DSPRITES_PATH", "s3://vae-no-such-bucket/d.npz")
+    with pytest.raises(DataError, match=r"^DSPRITES_PATH: s3://vae-no-such-bucket/d.npz: no such bucket"):
+        resolve_path(None)

@@ -264,3 +264,34 @@ def test_digits_export_round_trips(tmp_path, capsys):
     np.testing.assert_array_equal(pixels[..., 1], expected.astype(np.uint8))
     # Bilinear doubling keeps each digit's mean ink, up to the uint8 rounding.
     np.testing.assert_allclose(pixels[..., 0].mean(axis=(1, 2)) / 255, originals.mean(axis=(1, 2, 3)), atol=2e-3)
+
+
+# From a bucket (a loopback S3 server).
+
+
+def test_npz_hdf5_and_a_folder_of_pngs_from_a_bucket(tmp_path, s3_bucket, rgb_nhwc, monkeypatch):
+    np.savez(tmp_path / "faces.npz", images=rgb_nhwc, labels=np.arange(12))
+    with h5py.File(tmp_path / "faces.h5", "w") as f:
+        f.create_dataset("faces", data=rgb_nhwc)
+    for i, image in enumerate(rgb_nhwc[:5]):
+        (tmp_path / "pngs" / f"s{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "pngs" / f"s{i % 2}" / f"{i}.png")
+        s3_bucket.put(f"pngs/s{i % 2}/{i}.png", tmp_path / "pngs" / f"s{i % 2}" / f"{i}.png")
+    expected = rgb_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    out, facts = load_images(s3_bucket.put("faces.npz", tmp_path / "faces.npz"), options(label_key="labels"))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(facts["labels"], np.arange(12))
+    rows = np.array([7, 2, 9])
+    out, _ = load_images(s3_bucket.put("faces.h5", tmp_path / "faces.h5"), options(key="faces"), rows)
+    np.testing.assert_array_equal(out, expected[rows])
+    local, _ = load_images(tmp_path / "pngs", options())
+    remote, facts = load_images(f"{s3_bucket.uri}/pngs", options())
+    assert remote.shape == (5, 3, 8, 8) and facts["num_rows"] == 5
+    np.testing.assert_array_equal(remote, local)
+    monkeypatch.setenv("FACES_PATH", f"{s3_bucket.uri}/pngs/")
+    prepared = get_dataset("images").load(options(val_fraction=0.4), 0)
+    assert prepared.source == f"{s3_bucket.uri}/pngs" and prepared.fingerprint().size == sum(
+        p.stat().st_size for p in (tmp_path / "pngs").rglob("*.png"))
+    monkeypatch.setenv("FACES_PATH", f"{s3_bucket.uri}/nothing")
+    with pytest.raises(DataError, match=r"^FACES_PATH: s3://.*/nothing: no such prefix"):
+        get_dataset("images").load(options(), 0)

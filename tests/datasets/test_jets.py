@@ -361,6 +361,40 @@ evaluation: {{metrics: []}}
     assert np.isfinite(trials["val_elbo"]).all()
 
 
+@pytest.mark.slow
+def test_one_epoch_study_streams_jets_from_a_bucket(tmp_path, s3_bucket):
+    data = write_synthetic(tmp_path / "jets.h5", 200, seed=0, size=25, chunk_rows=50)
+    uri = s3_bucket.put("data/jets.h5", data)
+    config = tmp_path / "jets.yaml"
+    config.write_text(f"""
+name: jets_s3
+dataset: {{name: jets, path: "{uri}", image_size: 24, image_mode: crop, block_rows: 20, stats_rows: 100,
+           val_fraction: 0.2}}
+family: {{name: conv_vae, latent_dim: 2, filters: [4, 4], hidden_dim: 8, likelihood: gaussian}}
+search_space: {{beta: {{type: categorical, choices: [1]}}}}
+objective: {{metric: val_elbo, mode: max}}
+search: {{algorithm: grid, repeats: 1}}
+training: {{epochs: 1, batch_size: 32}}
+evaluation: {{metrics: []}}
+""")
+    env = subprocess_env("rjs", **s3_bucket.env)  # the trials' read tasks reach the bucket with these
+    cmd = [sys.executable, "-m", "study.run", str(config), "--num-cpus", "2", "--no-report",
+           "--set", f"storage_path={tmp_path / 'studies'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+
+    import pandas as pd
+
+    study_dir = tmp_path / "studies" / "jets_s3"
+    record = json.loads((study_dir / "data.json").read_text())
+    assert record["source"] == uri and record["num_train"] == 160 and record["num_val"] == 40
+    assert {k: record["fingerprint"][k] for k in ("path", "size", "scope")} == {
+        "path": uri, "size": data.stat().st_size, "scope": "etag"}
+    trials = pd.read_parquet(study_dir / "trials.parquet")
+    assert list(trials["status"]) == ["TERMINATED"] and np.isfinite(trials["val_elbo"]).all()
+    assert list(pd.read_parquet(study_dir / "epochs.parquet")["train_rows"]) == [160]  # every train row, once
+
+
 def test_task_ranges_merge_adjacent_blocks_and_cover_each_row_once():
     from datasets.jets import task_ranges
 

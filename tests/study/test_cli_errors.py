@@ -172,3 +172,10 @@ def test_a_local_run_imports_ray_only_when_it_starts_it_and_keeps_it_on_loopback
                             timeout=TIMEOUT_S)
     assert "ray imported before init_ray: False" in result.stdout, result.stdout + result.stderr
     assert "clusters enabled: False" in result.stdout, result.stdout + result.stderr
+
+
+def test_dataset_object_does_not_exist(tmp_path, storage, s3_bucket):
+    uri = f"{s3_bucket.uri}/data/absent.npz"
+    result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={uri}"], tmp_path)
+    assert_usage_error(result, f"dataset.path: {uri}: no such object (expected a dSprites .npz)")
+    assert_nothing_written(storage)

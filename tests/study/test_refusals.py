@@ -208,7 +208,7 @@ def test_storage_paths(tmp_path, capsys, data):
 # ---- data files -----------------------------------------------------------------------------------
 
 
-def jets_spec(tmp_path: Path, path: Path) -> Path:
+def jets_spec(tmp_path: Path, path: Path | str) -> Path:
     return write(tmp_path, f"""\
 name: jets
 dataset: {{name: jets, path: {path}, image_size: 24, image_mode: crop, block_rows: 16, rows_per_block: 16}}
@@ -245,6 +245,35 @@ def test_dangling_external_link(tmp_path, capsys):
                 out[key] = source[key][()]
         out["X_jets"] = h5py.ExternalLink("missing.h5", "/X_jets")
     refuse(capsys, [jets_spec(tmp_path, path)], str(path))
+
+
+# ---- data objects in a bucket (a loopback S3 server) ----------------------------------------------
+
+
+def test_a_missing_data_object_bucket_or_scheme_is_refused_before_ray(tmp_path, capsys, s3_bucket):
+    storage = tmp_path / "studies"
+    cases = {
+        f"{s3_bucket.uri}/absent.npz": "no such object (expected a dSprites .npz)",
+        "s3://vae-no-such-bucket/d.npz": "no such bucket 'vae-no-such-bucket'",
+        "nosuchscheme://bucket/d.npz": "unknown storage scheme nosuchscheme://",
+    }
+    for uri, fragment in cases.items():
+        refuse(capsys, smoke(storage, uri), f"dataset.path: {uri}: {fragment}")
+    assert not storage.exists()
+    jets = jets_spec(tmp_path, f"{s3_bucket.uri}/jets/absent.h5")
+    refuse(capsys, [jets], f"dataset.path: {s3_bucket.uri}/jets/absent.h5: no such object (expected an HDF5 jets file)")
+    assert not (tmp_path / "studies").exists()
+
+
+def test_resume_with_another_data_object(tmp_path, capsys, data, s3_bucket):
+    uri = s3_bucket.put("data/dsprites.npz", data)
+    study = fake_study(tmp_path, uri, capsys)
+    saved = json.loads((study / "data.json").read_text())["fingerprint"]
+    assert (saved["path"], saved["size"], saved["scope"]) == (uri, data.stat().st_size, "etag")
+    write_dsprites_npz(data, num=300, seed=1)  # same key, other content
+    s3_bucket.put("data/dsprites.npz", data)
+    refuse(capsys, smoke(tmp_path / "studies", uri), "dataset: the study started on", uri, "ETag")
+    assert json.loads((study / "data.json").read_text())["fingerprint"] == saved
 
 
 # ---- arithmetic queries (sequence models) ---------------------------------------------------------
@@ -301,7 +330,7 @@ def test_corrupt_spec_json_in_the_study_directory(tmp_path, capsys, data):
     refuse(capsys, smoke(tmp_path / "studies", data), "spec.json", "not valid JSON")
 
 
-def fake_study(tmp_path: Path, data: Path, capsys, storage: str | Path | None = None) -> Path:
+def fake_study(tmp_path: Path, data: Path | str, capsys, storage: str | Path | None = None) -> Path:
     """A study directory as a first run leaves it before training (spec.json, data.json)."""
     storage = tmp_path / "studies" if storage is None else storage
     spec = load_spec(SMOKE, [f"storage_path={storage}", f"dataset.path={data}"])
