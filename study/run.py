@@ -50,6 +50,7 @@ class Interrupts:
     def __init__(self):
         self.first: int | None = None
         self.fitting = False
+        self.exit_code: int | None = None  # set once the run is over: a signal then ends the exit at once
 
     def install(self) -> dict[int, object]:
         """Handles SIGINT and SIGTERM from now on (again after ``ray.init``, which installs its own);
@@ -62,6 +63,8 @@ class Interrupts:
         return 128 + (self.first if self.first is not None else signal.SIGINT)
 
     def _on_signal(self, signum: int, frame) -> None:
+        if self.exit_code is not None:  # during Python's exit (Ray's shutdown): finish it now, quietly
+            os._exit(self.exit_code)
         if self.first is None:
             self.first = signum
             if self.fitting:
@@ -252,23 +255,34 @@ def _holes(trials, spec: StudySpec, table: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, keep_handlers: bool = False) -> int:
+    """The command line; returns the exit code.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        keep_handlers: Keep handling SIGINT and SIGTERM after returning (the script does, so that a
+            signal during Ray's shutdown at exit ends it quietly); else the previous handlers return.
+    """
     args = _parser().parse_args(argv)
-    INTERRUPTS.first = None
+    INTERRUPTS.first = INTERRUPTS.exit_code = None
     previous = INTERRUPTS.install()  # a SIGTERM before Ray starts ends the run like Ctrl-C
+    code = 1
     try:
         spec = load_spec(args.config, args.overrides)
-        return run_study(spec, args)
+        code = run_study(spec, args)
     except BAD_INPUT as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(RESUME_LINE, file=sys.stderr)
-        return INTERRUPTS.code
+        code = INTERRUPTS.code
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        INTERRUPTS.exit_code = code
+        if not keep_handlers:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(keep_handlers=True))
