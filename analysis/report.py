@@ -35,8 +35,8 @@ from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
 from analysis.cli import one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import (EPOCHS_FILE, REPORT_DIR, StudyDir, StudyFileError, StudyInfo, StudyLock,  # noqa: E402
-                              best_trial, is_directory, load_epochs, load_trials)
+from analysis.results import (EPOCHS_FILE, REPORT_DIR, TRIALS_FILE, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
+                              StudyLock, best_trial, is_directory, load_epochs, load_trials, require_columns)
 from datasets.storage import StorageError  # noqa: E402
 from datasets.registry import DataError  # noqa: E402
 from analysis.instrument import instrument_sections  # noqa: E402
@@ -146,6 +146,10 @@ def write_report(study: str | os.PathLike | StudyDir, *, out: str | os.PathLike 
     trials = load_trials(study)
     info = study.read_info()
     epochs = load_epochs(study) if study.is_file(EPOCHS_FILE) else None
+    require_columns(trials, ["trial_id", "status"], study.uri(TRIALS_FILE))
+    if not _metrics(trials):
+        raise StudyFileError(f"{study.uri(TRIALS_FILE)}: no metric column with a value (expected some of "
+                             f"{', '.join(BASE_METRICS)}, mig, ...); nothing to report")
     with _staging(study, out) as directory:
         sections, tables = _table_sections(trials, info, directory)
         figures = _study_figures(trials, info, epochs, directory)

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import one_line
 from analysis.metrics import METRICS
-from analysis.results import TRIALS_FILE, StudyDir, StudyFileError, StudyLock, load_trials, resolve_checkpoint
+from analysis.results import (TRIALS_FILE, StudyDir, StudyFileError, StudyLock, load_trials, require_columns,
+                              resolve_checkpoint)
 from datasets.registry import DataError
 from datasets.storage import StorageError
 
@@ -53,6 +54,7 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
             raise ValueError(f"{flag}: expected a positive number of samples (got {value}); omit it for the study's")
     study = study if isinstance(study, StudyDir) else StudyDir(study)
     trials = load_trials(study, resolve_checkpoints=False)  # rewritten as stored
+    require_columns(trials, ["trial_id", "status", "checkpoint_path"], study.uri(TRIALS_FILE))
     info = study.read_info()
     num_train = num_train if num_train is not None else info.evaluation.num_train
     num_test = num_test if num_test is not None else info.evaluation.num_test

@@ -53,7 +53,7 @@ __all__ = [
     "JOURNAL_FILE", "LOCK_FILE", "TUNE_FIELDS", "FINAL_STATUSES", "StudyFileError", "StudyLocked", "StudyLock",
     "StudyDir", "StudyInfo",
     "DataRecord", "TrialStatus", "build_tables", "write_tables", "load_trials",
-    "load_epochs", "load_info", "best_trial", "resolve_checkpoint", "local_copy", "read_json", "is_directory",
+    "load_epochs", "load_info", "best_trial", "resolve_checkpoint", "local_copy", "read_json", "is_directory", "require_columns",
 ]
 
 SPEC_FILE = "spec.json"  # the validated spec a study ran with; also marks a directory as a vae-study study
@@ -617,6 +617,7 @@ class StudyLock:
         self.holder = Holder(token=uuid.uuid4().hex, purpose=purpose, host=platform.node(), pid=os.getpid(),
                              started_at=time.time(), heartbeat_at=time.time())
         self._handle = None
+        self._created: list[Path] = []  # directories the lock made (removed again while empty)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -648,6 +649,10 @@ class StudyLock:
 
     def _acquire_local(self) -> None:
         path = Path(self.study.path(LOCK_FILE))
+        existing = path.parent
+        while not existing.exists():
+            existing = existing.parent
+        self._created = [p for p in [path.parent, *path.parent.parents] if p not in existing.parents and p != existing]
         while True:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a+", encoding="utf-8")
@@ -701,7 +706,8 @@ class StudyLock:
         if self._handle is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.study.path(LOCK_FILE))
-                os.rmdir(self.study.root)  # a study refused before anything else was written leaves nothing
+                for directory in self._created:  # a study refused before anything else was written leaves nothing
+                    os.rmdir(directory)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
@@ -860,6 +866,18 @@ def load_trials(study: str | os.PathLike | StudyDir, *, resolve_checkpoints: boo
     if resolve_checkpoints and "checkpoint_path" in trials:
         trials["checkpoint_path"] = [resolve_checkpoint(study, value) for value in trials["checkpoint_path"]]
     return trials
+
+
+def require_columns(table: pd.DataFrame, columns: list[str], where: str) -> None:
+    """Refuses a table that lacks columns a reader needs.
+
+    Raises:
+        StudyFileError: ``where: no column(s) ...``, naming every missing one.
+    """
+    missing = [column for column in columns if column not in table]
+    if missing:
+        raise StudyFileError(f"{where}: no column {', '.join(repr(c) for c in missing)} (expected the table "
+                             "python -m study.results writes)")
 
 
 def load_epochs(study: str | os.PathLike | StudyDir) -> pd.DataFrame:

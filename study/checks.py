@@ -20,7 +20,7 @@ from datasets.registry import DataError, Fingerprint, PreparedData, get_dataset
 from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
 
-__all__ = ["UsageError", "check_address", "open_study", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
+__all__ = ["UsageError", "check_address", "check_local_gpus", "open_study", "check_study_dir", "check_trusted", "check_same_data", "check_same_place", "load_data"]
 
 
 class UsageError(ValueError):
@@ -181,6 +181,25 @@ def check_address(address: str | None, timeout_s: float = 10.0) -> None:
         reason = err.strerror or type(err).__name__
         raise UsageError(f"{where}: no Ray cluster answers there ({reason}); start one with `ray start --head`, or "
                          "leave --address out to run on a local Ray") from None
+
+
+def check_local_gpus(spec: StudySpec, address: str | None) -> None:
+    """Refuses GPU trials on a local Ray whose torch has no CUDA (unless the study opts in to
+    ``resources.cpu_fallback``): every trial would fail the same way. On a cluster (``address``) the
+    nodes' torch may differ from the driver's; a trial there fails with one line instead.
+
+    Raises:
+        UsageError: Naming ``resources.gpus_per_trial`` and the torch build.
+    """
+    resources = spec.resources
+    if address or resources.gpus_per_trial == 0 or resources.cpu_fallback:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"resources.gpus_per_trial: {resources.gpus_per_trial} GPU per trial, but torch "
+                         f"{torch.__version__} on this machine has no CUDA; install a CUDA build of torch, or set "
+                         "resources.cpu_fallback: true to train on the CPU")
 
 
 BAD_INPUT = (SpecError, DataError, UsageError, StudyFileError, StorageError)  # exit code 2, one line

@@ -691,6 +691,9 @@ def format_error(err: ValidationError) -> str:
     return f"{loc}: {_describe(first, StudySpec)}"
 
 
+MAX_NUMBER_DIGITS = 400  # more than any float's range needs (1.8e308), far fewer than Python's 4,300 limit
+
+
 class _StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses aliases (``*name``: no alias bombs, no shared nodes) and
     duplicate mapping keys (a repeated key would silently win over the first)."""
@@ -701,6 +704,15 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a study spec",
                                               event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_number(self, node):
+        """An int or float scalar of at most :data:`MAX_NUMBER_DIGITS` characters."""
+        if len(node.value) > MAX_NUMBER_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, f"a number of {len(node.value)} characters; numbers "
+                                                    f"have at most {MAX_NUMBER_DIGITS} digits", node.start_mark)
+        if node.tag.endswith(":int"):
+            return yaml.SafeLoader.construct_yaml_int(self, node)
+        return yaml.SafeLoader.construct_yaml_float(self, node)
 
     def construct_mapping(self, node, deep=False):
         seen: set[Any] = set()
@@ -716,15 +728,24 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_number)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_number)
+
+
 def safe_yaml(text: str) -> Any:
-    """Parses YAML with safe types only, refusing aliases and duplicate keys.
+    """Parses YAML with safe types only, refusing aliases, duplicate keys and numbers beyond a float.
 
     Raises:
-        yaml.YAMLError: On malformed YAML, an alias or a duplicate key (with its line).
+        yaml.YAMLError: On malformed YAML, an alias, a duplicate key (with its line) or a number
+            of more than :data:`MAX_NUMBER_DIGITS` digits (no spec field takes one; Python refuses
+            to convert them, and a float cannot hold them).
     """
     loader = _StrictLoader(text)  # a SafeLoader: plain YAML types only, never a Python object
     try:
         return loader.get_single_data()
+    except (ValueError, OverflowError) as err:  # int(...) of a huge literal, inside the constructor
+        raise yaml.YAMLError(f"a number too large ({shorten(str(err), 80)}); numbers have at most "
+                             f"{MAX_NUMBER_DIGITS} digits") from None
     finally:
         loader.dispose()
 
@@ -738,11 +759,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise SpecError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. training.epochs=1")
+            raise SpecError(f"--set {shorten(item, 80)}: expected KEY=VALUE with a dotted key, e.g. training.epochs=1")
         try:
             value = safe_yaml(raw) if raw else ""
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item}: the value is not valid YAML") from None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err)
+            raise SpecError(f"--set {shorten(item, 80)}: the value is not valid YAML ({shorten(problem, 120)})") from None
         node = data
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -750,7 +772,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if child is None:
                 child = node.setdefault(part, {}) if isinstance(node, dict) else None
             if not isinstance(child, dict):
-                raise SpecError(f"--set {item}: {'.'.join(parts[: depth + 1])} is not a section")
+                raise SpecError(f"--set {shorten(item, 80)}: {'.'.join(parts[: depth + 1])} is not a section")
             node = child
         node[parts[-1]] = value
     return data

@@ -117,3 +117,16 @@ def test_a_table_without_study_information_is_refused_with_the_rebuild_command(s
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "python -m study.results" in proc.stderr and "trials.parquet" in proc.stderr
+
+
+def test_a_table_without_checkpoints_is_refused_naming_the_column(study_dir):
+    trials = pd.read_parquet(study_dir / "trials.parquet")
+    from analysis.results import TRIALS_FILE, StudyDir, load_info
+
+    StudyDir(study_dir).write_table(TRIALS_FILE, trials.drop(columns=["checkpoint_path"]), load_info(study_dir))
+    before = (study_dir / "trials.parquet").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "mig"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert "no column 'checkpoint_path'" in proc.stderr
+    assert (study_dir / "trials.parquet").read_bytes() == before

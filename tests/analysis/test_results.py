@@ -150,3 +150,11 @@ def test_an_epoch_run_again_counts_once_the_later_run_kept():
     assert _current_lineage(reports) == [{"epoch": 1, "loss": 4.9}, {"epoch": 2, "loss": 3.9},
                                          {"epoch": 3, "loss": 3.0}]
     assert _current_lineage([{"loss": 1.0}]) == [{"loss": 1.0}]
+
+
+def test_a_lock_given_back_removes_the_directories_it_made(tmp_path):
+    from analysis.results import StudyDir, StudyLock
+
+    with StudyLock(StudyDir(tmp_path / "a" / "b" / "smoke"), "study.run", create=True):
+        assert (tmp_path / "a" / "b" / "smoke").is_dir()
+    assert list(tmp_path.iterdir()) == []

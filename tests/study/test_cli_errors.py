@@ -179,3 +179,28 @@ def test_dataset_object_does_not_exist(tmp_path, storage, s3_bucket):
     result = run_cli([SMOKE, "--set", f"storage_path={storage}", "--set", f"dataset.path={uri}"], tmp_path)
     assert_usage_error(result, f"dataset.path: {uri}: no such object (expected a dSprites .npz)")
     assert_nothing_written(storage)
+
+
+@pytest.mark.parametrize("flag, value", [("--num-cpus", "-1"), ("--num-cpus", "0"), ("--num-gpus", "-2"),
+                                          ("--num-cpus", "two")])
+def test_a_negative_or_malformed_resource_count_is_one_line(tmp_path, storage, flag, value):
+    result = run_cli([SMOKE, flag, value, "--set", f"storage_path={storage}"], tmp_path)
+
+    assert_usage_error(result, flag, "expected a whole number")
+    assert_nothing_written(storage)
+
+
+def test_a_huge_number_in_an_override_is_one_line(tmp_path, storage):
+    result = run_cli([SMOKE, "--set", "training.lr=1" + "0" * 100_000, "--set", f"storage_path={storage}"], tmp_path)
+
+    line = assert_usage_error(result, "--set training.lr=", "numbers have at most")
+    assert len(line) < 400
+    assert_nothing_written(storage)
+
+
+def test_a_huge_number_in_a_spec_file_is_one_line(tmp_path, storage):
+    config = tmp_path / "huge.yaml"
+    config.write_text(SMOKE.read_text().replace("epochs: 1", "epochs: 1" + "0" * 5000))
+
+    assert_usage_error(run_cli([config, "--set", f"storage_path={storage}"], tmp_path), "huge.yaml", "line")
+    assert_nothing_written(storage)

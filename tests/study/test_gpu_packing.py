@@ -43,10 +43,10 @@ def test_four_trials_share_one_gpu_at_once(tmp_path):
     assert started.max() < ended.min(), trials[["trial_id", "started_at", "ended_at"]]  # all four at once
 
 
-def test_a_gpu_trial_without_cuda_fails_in_one_line(tmp_path):
+def test_a_gpu_trial_without_cuda_is_refused_before_ray_in_one_line(tmp_path):
     proc = run(tmp_path, "search_space.beta.choices=[1]", "resources.gpus_per_trial=0.5", "training.epochs=1")
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
-    trials = pd.read_parquet(tmp_path / "studies" / "smoke" / "trials.parquet")
-    (error,) = trials["error"]
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (error,) = proc.stderr.strip().splitlines()
+    assert error.startswith("error: resources.gpus_per_trial:"), error
     assert "has no CUDA" in error and "resources.cpu_fallback" in error, error
-    assert "1 trial(s) errored" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "studies").exists() and "Traceback" not in proc.stderr
