@@ -30,7 +30,8 @@ _MODULE = re.compile(r"python -m ([A-Za-z_][\w.]*)")
 _PATH = re.compile(r"(?<![\w/.<])((?:study|trainables|datasets|analysis|benchmarks|scripts|configs|tests)"
                    r"/[\w/.\-]+\.(?:py|yaml|sh|ipynb|npz))\b")
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-_STUDY = re.compile(r"studies/([\w\-]+)")
+_STUDY = re.compile(r"(?<!s3://)(?<![\w\-]/)studies/([\w\-]+)")
+_S3_STUDY = re.compile(r"s3://([\w\-]+)/studies/([\w\-]+)")
 
 
 def _blocks(language: str) -> list[tuple[str, int, str]]:
@@ -61,11 +62,33 @@ def snippet_dir(smoke_study, tmp_path_factory) -> Path:
     return work
 
 
+def _in_a_bucket(code: str, study_dir: Path, endpoint: str, monkeypatch, tmp_path: Path) -> None:
+    """Copies the smoke study to every ``s3://BUCKET/studies/NAME`` the snippet reads, on the loopback
+    S3 server, and points this process's AWS variables at it."""
+    import boto3
+    import pyarrow.fs as pafs
+
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for bucket, name in sorted(set(_S3_STUDY.findall(code))):
+        if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket=bucket)
+        fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
+        pafs.copy_files(str(study_dir), f"{bucket}/studies/{name}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page, index, code", SNIPPETS, ids=[f"{p}[{i}]" for p, i, _ in SNIPPETS])
-def test_python_snippet_runs(page, index, code, snippet_dir, monkeypatch):
+def test_python_snippet_runs(page, index, code, snippet_dir, smoke_study, s3_server, monkeypatch, tmp_path):
     import matplotlib.pyplot as plt
 
+    if _S3_STUDY.search(code):
+        _in_a_bucket(code, smoke_study[0], s3_server, monkeypatch, tmp_path)
     monkeypatch.chdir(snippet_dir)
     try:
         exec(compile(code, f"{page}[python block {index}]", "exec"), {"__name__": "__snippet__"})
