@@ -298,8 +298,10 @@ def importance_table(
         log_params: Numeric parameters given log-scaled distributions.
 
     Returns:
-        Columns ``objective``, ``mode``, ``param``, ``importance`` (float in [0, 1], summing
-        to 1 per objective), ``rank`` (1 = most important), ``n_configurations``, ``n_trials``,
+        Columns ``scope`` (``"all trials"``, or ``"family NAME"`` when families have parameters of
+        their own: importances are then ranked within each family, over the parameters its trials
+        have), ``objective``, ``mode``, ``param``, ``importance`` (float in [0, 1], summing
+        to 1 per objective and scope), ``rank`` (1 = most important), ``n_configurations``, ``n_trials``,
         ``evaluator``; one row per objective and parameter, objectives in the order given.
         Objectives that could not be evaluated have no rows; ``table.attrs["skipped"]`` maps
         each of them to its reason and ``table.attrs["notes"]`` each objective to its notes.
@@ -312,24 +314,50 @@ def importance_table(
     from analysis.metrics import resolve_modes
 
     modes = resolve_modes(objectives, modes)
-    columns = ["objective", "mode", "param", "importance", "rank", "n_configurations", "n_trials", "evaluator"]
+    columns = ["scope", "objective", "mode", "param", "importance", "rank", "n_configurations", "n_trials",
+               "evaluator"]
     rows, skipped, notes = [], {}, {}
-    for objective, mode in zip(objectives, modes):
-        result = param_importances(trials, params, objective, mode, evaluator=evaluator, seed=seed,
-                                   log_params=log_params)
-        if result.notes:
-            notes[objective] = result.notes
-        if result.reason is not None:
-            skipped[objective] = result.reason
-            continue
-        for rank, (param, value) in enumerate(result.values.items(), start=1):
-            rows.append({"objective": objective, "mode": mode, "param": param, "importance": value, "rank": rank,
-                         "n_configurations": result.n_configurations, "n_trials": result.n_trials,
-                         "evaluator": evaluator})
+    for scope, scoped, scope_params in _scopes(trials, list(params)):
+        for objective, mode in zip(objectives, modes):
+            result = param_importances(scoped, scope_params, objective, mode, evaluator=evaluator, seed=seed,
+                                       log_params=[p for p in log_params if p in scope_params])
+            label = objective if scope == ALL_TRIALS else f"{objective} ({scope})"
+            if result.notes:
+                notes[label] = result.notes
+            if result.reason is not None:
+                skipped[label] = result.reason
+                continue
+            for rank, (param, value) in enumerate(result.values.items(), start=1):
+                rows.append({"scope": scope, "objective": objective, "mode": mode, "param": param,
+                             "importance": value, "rank": rank, "n_configurations": result.n_configurations,
+                             "n_trials": result.n_trials, "evaluator": evaluator})
     table = pd.DataFrame(rows, columns=columns)
     table.attrs["skipped"] = skipped
     table.attrs["notes"] = notes
     return table
+
+
+ALL_TRIALS = "all trials"
+
+
+def _scopes(trials: pd.DataFrame, params: list[str]) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """``(scope, trials, params)`` to rank importances over: all trials, or, when some parameters
+    apply to some trials only (a family's own parameters, empty in the other families' rows), each
+    group of trials that share the same parameters (a family), over the parameters they have."""
+    done = _finished(trials)
+    present = done[params].notna() if len(done) else pd.DataFrame(columns=params, dtype=bool)
+    if bool(present.all().all()):
+        return [(ALL_TRIALS, trials, params)]
+    scopes = []
+    for pattern in sorted({tuple(row) for row in present.itertuples(index=False)}, reverse=True):
+        chosen = [p for p, has in zip(params, pattern) if has]
+        rows = done[(present[params] == list(pattern)).all(axis=1)]
+        family = rows["family"].unique() if "family" in rows else []
+        if len(family) == 1:  # within one family, the family is not a parameter
+            scopes.append((f"family {family[0]}", rows, [p for p in chosen if p != "family"]))
+        else:
+            scopes.append((f"trials with {', '.join(chosen)}", rows, chosen))
+    return scopes
 
 
 def importance_markdown(table: pd.DataFrame) -> str:
@@ -337,10 +365,21 @@ def importance_markdown(table: pd.DataFrame) -> str:
 
     Parameters are ordered by their importance for the first objective; cells hold the
     importance to 3 decimals and its rank, e.g. ``0.712 (1)``; ``n/a`` where an objective did
-    not rank the parameter. An empty table gives a one-line note instead of a table.
+    not rank the parameter. Importances ranked within a family (a conditional search space) have
+    one table per scope. An empty table gives a one-line note instead of a table.
     """
     if table.empty:
         return "No importance computed.\n"
+    scopes = list(dict.fromkeys(table["scope"])) if "scope" in table else [ALL_TRIALS]
+    parts = []
+    for scope in scopes:
+        part = table[table["scope"] == scope] if "scope" in table else table
+        heading = "" if scopes == [ALL_TRIALS] else f"Within {scope}:\n\n"
+        parts.append(heading + _markdown_grid(part))
+    return "\n".join(parts)
+
+
+def _markdown_grid(table: pd.DataFrame) -> str:
     objectives = list(dict.fromkeys(table["objective"]))
     first = table[table["objective"] == objectives[0]].sort_values("rank")
     params = list(dict.fromkeys([*first["param"], *table["param"]]))

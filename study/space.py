@@ -25,18 +25,24 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.journal import StudyJournal
-from study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, StudySpec
+from study.params import FAMILY_KEY, CategoricalParam, FixedParam, FloatParam, IntParam, SpaceEntry
+from study.spec import StudySpec
 from trainables.trial import REPEAT_KEY
 
-__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "REPEATS_FILE"]
+__all__ = ["param_space", "build_searcher", "num_trials", "RepeatSearcher", "ConditionalSpace", "REPEATS_FILE"]
 
 REPEATS_FILE = "repeats-state.json"  # RepeatSearcher's groups of repeats, in the study directory
 
 
 def param_space(spec: StudySpec) -> dict[str, Any]:
-    """Tune's param space: a Tune domain per searched parameter, fixed values as constants."""
+    """Tune's param space: a Tune domain per searched parameter, fixed values as constants; empty
+    when families have parameters of their own (the searcher's define-by-run space proposes every
+    value then, :class:`ConditionalSpace`)."""
+    if spec.conditional:
+        return {}
     space: dict[str, Any] = {}
-    for name, p in spec.search_space.items():
+    for entry in spec.entries:
+        name, p = entry.key, entry.param
         if isinstance(p, FloatParam):
             space[name] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
         elif isinstance(p, IntParam):
@@ -60,6 +66,39 @@ def num_trials(spec: StudySpec) -> int:
     return num_configurations(spec) * spec.search.repeats
 
 
+class ConditionalSpace:
+    """Optuna's define-by-run search space of a study whose families have parameters of their own:
+    each trial's family is drawn first, then the shared parameters and that family's own (named
+    ``family.field``, so two families' ``beta`` are two parameters); fixed values are returned as
+    constants. Sampled conditionally by any Optuna sampler through ``OptunaSearch(space=...)``.
+
+    Args:
+        entries: The spec's flattened search space (:attr:`study.spec.StudySpec.entries`).
+        families: The searched families, in the spec's order.
+    """
+
+    def __init__(self, entries: list[SpaceEntry], families: list[str]):
+        self.entries = list(entries)
+        self.families = list(families)
+
+    def __call__(self, trial) -> dict[str, Any]:
+        family = trial.suggest_categorical(FAMILY_KEY, self.families)
+        constants: dict[str, Any] = {}
+        for entry in self.entries:
+            if entry.key == FAMILY_KEY or not entry.applies(family):
+                continue
+            p = entry.param
+            if isinstance(p, FixedParam):
+                constants[entry.key] = p.value
+            elif isinstance(p, FloatParam):
+                trial.suggest_float(entry.key, p.low, p.high, log=p.log)
+            elif isinstance(p, IntParam):
+                trial.suggest_int(entry.key, p.low, p.high, log=p.log)
+            else:
+                trial.suggest_categorical(entry.key, p.choices)
+        return constants
+
+
 def build_searcher(spec: StudySpec, journal: StudyJournal | None = None):
     """A seeded ``OptunaSearch`` wrapped in a :class:`RepeatSearcher` (``repeats`` runs per configuration).
 
@@ -70,8 +109,14 @@ def build_searcher(spec: StudySpec, journal: StudyJournal | None = None):
             ``optuna.load_study`` reads it; None keeps it in memory.
     """
     seed = spec.seed
-    if spec.search.algorithm == "grid":
-        grid = {k: p.choices for k, p in spec.search_space.items() if isinstance(p, CategoricalParam)}
+    points = None
+    if spec.search.algorithm == "grid" and spec.conditional:
+        # Optuna's GridSampler cannot condition on the family: every point of the union of the
+        # families' grids is enqueued instead, so the sampler is never asked.
+        points = spec.grid_points()[: num_configurations(spec)]
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    elif spec.search.algorithm == "grid":
+        grid = {e.key: e.param.choices for e in spec.entries if isinstance(e.param, CategoricalParam)}
         sampler = optuna.samplers.GridSampler(grid, seed=seed)
     elif spec.search.algorithm == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -88,7 +133,9 @@ def build_searcher(spec: StudySpec, journal: StudyJournal | None = None):
         from optuna.storages.journal import JournalFileBackend
 
         storage = JournalStorage(JournalFileBackend(str(journal.local)))
-    searcher = OptunaSearch(metric=metric, mode=mode, sampler=sampler, study_name=spec.name, storage=storage)
+    space = ConditionalSpace(spec.entries, spec.family_names) if spec.conditional else None
+    searcher = OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler, study_name=spec.name,
+                            storage=storage, points_to_evaluate=points)
     return RepeatSearcher(searcher, repeats=spec.search.repeats, metrics=objective.metrics, journal=journal)
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_serializer,
@@ -25,6 +24,8 @@ from analysis.metrics import METRICS, metric_key_modes
 from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo
 from datasets.registry import DataDescription, DatasetOptions, get_dataset
 from datasets.storage import is_uri
+from study.params import (FAMILY_KEY, CategoricalParam, FamilySpace, FixedParam, SearchEntry, SpaceEntry, grid_points,
+                          grid_size, space_entries)
 from trainables.protocol import supports
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
@@ -37,10 +38,6 @@ __all__ = [
     "format_error",
     "safe_yaml",
     "DATASET_PREFIX",
-    "FloatParam",
-    "IntParam",
-    "CategoricalParam",
-    "FixedParam",
 ]
 
 MAX_SPEC_BYTES = 1 << 20  # a study spec is a page of YAML, not a data file
@@ -51,89 +48,6 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 class SpecError(ValueError):
     """A study spec that cannot run; ``str(err)`` is one line naming the field."""
-
-
-class _RangeParam(BaseModel):
-    """A number searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
-
-    model_config = _FROZEN
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self):
-        if not self.low < self.high:
-            raise ValueError(f"`low < high` must hold, but got (low={self.low}, high={self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs `low > 0`, but got low={self.low}")
-        return self
-
-    def values_to_check(self) -> list[Any]:
-        return [self.low, self.high]
-
-
-class FloatParam(_RangeParam):
-    """A float searched in ``[low, high]``, log-uniformly when ``log``."""
-
-    type: Literal["float"]
-    low: float
-    high: float
-
-
-class IntParam(_RangeParam):
-    """An int searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
-
-    type: Literal["int"]
-    low: int
-    high: int
-
-
-class CategoricalParam(BaseModel):
-    """One of ``choices``; the only kind (with ``fixed``) grid search takes."""
-
-    model_config = _FROZEN
-    type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
-
-    @field_validator("choices")
-    @classmethod
-    def _one_kind(cls, value: list[Any]) -> list[Any]:
-        kinds = {_kind(choice) for choice in value}
-        if len(kinds) > 1:
-            raise ValueError(f"choices must all be of one kind (numbers, strings, booleans or lists), "
-                             f"but got {sorted(kinds)}")
-        if any(choice is None for choice in value):
-            raise ValueError("choices must not hold null")
-        return value
-
-    def values_to_check(self) -> list[Any]:
-        return list(self.choices)
-
-
-class FixedParam(BaseModel):
-    """A value held fixed (a search-space entry that is not searched)."""
-
-    model_config = _FROZEN
-    type: Literal["fixed"]
-    value: Any
-
-    def values_to_check(self) -> list[Any]:
-        return [self.value]
-
-
-def _kind(value: Any) -> str:
-    """The kind of a categorical choice as a parquet column sees it (ints and floats are numbers)."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return type(value).__name__
-
-
-ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam, FixedParam], Field(discriminator="type")]
 
 
 class ObjectiveSpec(BaseModel):
@@ -250,7 +164,8 @@ class StudySpec(BaseModel):
     family: dict[str, Any]
     # Per-family fixed values when search_space.family searches over families.
     family_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    # Parameters (shared), and per family its own parameters when search_space.family searches families.
+    search_space: dict[str, SearchEntry] = Field(default_factory=dict)
     objective: ObjectiveSpec = ObjectiveSpec()
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -343,7 +258,7 @@ class StudySpec(BaseModel):
             name=self.name, seed=self.seed, dataset=self.dataset.model_dump(mode="json", exclude_unset=True),
             families=self.family_names,
             family={k: v for k, v in self.family.items() if k != "name"}, searched_params=self.searched_params,
-            search_params=list(self.search_space),
+            search_params=[entry.key for entry in self.entries],
             objective=ObjectiveInfo(metric=self.objective.metrics, mode=self.objective.modes),
             evaluation=EvaluationInfo(metrics=list(self.evaluation.metrics), num_train=self.evaluation.num_train,
                                       num_test=self.evaluation.num_test),
@@ -352,17 +267,29 @@ class StudySpec(BaseModel):
     @property
     def family_names(self) -> list[str]:
         """The families the study trains: ``family.name``, or the choices of ``search_space.family``."""
-        param = self.search_space.get("family")
+        param = self.search_space.get(FAMILY_KEY)
         if param is None:
             return [self.family["name"]]
         return list(param.choices) if isinstance(param, CategoricalParam) else [param.value]
+
+    @property
+    def entries(self) -> list[SpaceEntry]:
+        """The flattened search space: shared parameters, then each family's own
+        (:func:`study.params.space_entries`)."""
+        return space_entries(self.search_space)
 
     def family_fixed(self, name: str) -> dict[str, Any]:
         """The fixed config values of family ``name``: the ``family`` section plus its ``family_settings``."""
         return {**{k: v for k, v in self.family.items() if k != "name"}, **self.family_settings.get(name, {})}
 
     def _check_families(self) -> list:
-        param = self.search_space.get("family")
+        param = self.search_space.get(FAMILY_KEY)
+        if isinstance(param, FamilySpace):
+            raise ValueError("search_space.family: expected a categorical of family names, not a mapping")
+        own = [key for key, value in self.search_space.items() if isinstance(value, FamilySpace)]
+        if own and param is None:
+            raise ValueError(f"search_space.{own[0]}: a family's own parameters need the families searched "
+                             "(search_space.family: {type: categorical, choices: [...]})")
         if param is None:
             if "name" not in self.family:
                 raise ValueError("family.name: required (or search the family with search_space.family)")
@@ -385,6 +312,10 @@ class StudySpec(BaseModel):
         for name in self.family_settings:
             if name not in self.family_names:
                 raise ValueError(f"family_settings.{name}: not among the searched families {self.family_names}")
+        for name in own:
+            if name not in self.family_names:
+                raise ValueError(f"search_space.{name}: its own parameters, but {name!r} is not among the searched "
+                                 f"families {self.family_names}")
         for family in families:
             try:
                 _validate_section(family.config_cls, self.family, "family")
@@ -402,13 +333,8 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:
         families = self._check_families()
-        for key, param in self.search_space.items():
-            if key == "family":
-                continue
-            for family in families:
-                self._check_param(key, param, family, self.family_fixed(family.name), len(families) > 1)
-        searched = [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
-        if not searched:
+        self._check_entries(families)
+        if not self.searched_params:
             raise ValueError(
                 "search_space: nothing to search; give at least one float, int or categorical parameter "
                 "(a categorical with one choice runs one configuration)"
@@ -451,9 +377,25 @@ class StudySpec(BaseModel):
                 )
         return self
 
-    def _check_param(self, key: str, param, family, fixed: dict[str, Any], several: bool) -> None:
+    def _check_entries(self, families: list) -> None:
+        """Checks every search-space entry against the families it applies to (or the training settings)."""
+        keys = {e.key for e in self.entries}
+        for entry in self.entries:
+            if entry.key == FAMILY_KEY:
+                continue
+            if entry.family is not None and entry.field in keys:
+                raise ValueError(f"search_space.{entry.key}: {entry.field} is also searched for every family; "
+                                 "keep one")
+            if entry.family is not None and entry.field.startswith(DATASET_PREFIX):
+                raise ValueError(f"search_space.{entry.key}: a dataset option is searched for every family, not "
+                                 "per family; move it to the top of search_space")
+            applies = [f for f in families if entry.applies(f.name)]
+            for family in applies:
+                self._check_param(entry, family, self.family_fixed(family.name), len(applies) > 1)
+
+    def _check_param(self, entry: SpaceEntry, family, fixed: dict[str, Any], several: bool) -> None:
         """Checks one search-space entry against one family's config (or the training settings)."""
-        where = f"search_space.{key}"
+        key, param, where = entry.field, entry.param, f"search_space.{entry.key}"
         head = key.split(".")[0]
         if key.startswith(DATASET_PREFIX):
             self._check_dataset_param(key, param)
@@ -515,22 +457,30 @@ class StudySpec(BaseModel):
                                             model_cls=get_family(family_name).model_cls)
                 if reason is not None:
                     raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset.name!r})")
-        first = {k: p.values_to_check()[0] for k, p in self.search_space.items()}
-        trials = [first] + [{**first, k: v} for k, p in self.search_space.items() for v in p.values_to_check()[1:]]
-        families = self.family_names
-        for params in trials:
-            for family_name in families if "family" in self.search_space else [None]:
-                chosen = params if family_name is None else {**params, "family": family_name}
-                family = get_family(self.trial_family(chosen))
-                if not supports(family.model_cls, "check_setup"):
-                    continue
-                config, training = self.trial_settings(chosen)
-                try:
-                    family.model_cls.check_setup(config, training, data)
-                except ValueError as err:
-                    varied = {k: v for k, v in chosen.items() if k in self.searched_params}
-                    suffix = f" (in family {family.name!r}" + (f", with {varied})" if varied else ")")
-                    raise ValueError(f"{err}{suffix}") from None
+        for chosen in self._trials_to_check():
+            family = get_family(self.trial_family(chosen))
+            if not supports(family.model_cls, "check_setup"):
+                continue
+            config, training = self.trial_settings(chosen)
+            try:
+                family.model_cls.check_setup(config, training, data)
+            except ValueError as err:
+                varied = {k: v for k, v in chosen.items() if k in self.searched_params}
+                suffix = f" (in family {family.name!r}" + (f", with {varied})" if varied else ")")
+                raise ValueError(f"{err}{suffix}") from None
+
+    def _trials_to_check(self) -> list[dict[str, Any]]:
+        """Per family, a trial with every parameter at its first value, and one per other value of
+        each parameter (the rest at their first)."""
+        searched_family = FAMILY_KEY in self.search_space
+        trials = []
+        for name in self.family_names if searched_family else [None]:
+            entries = [e for e in self.entries if e.key != FAMILY_KEY and e.applies(name)]
+            first = {e.key: e.param.values_to_check()[0] for e in entries}
+            if searched_family:
+                first[FAMILY_KEY] = name
+            trials += [first] + [{**first, e.key: v} for e in entries for v in e.param.values_to_check()[1:]]
+        return trials
 
     def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
         if self.objective.multi:
@@ -554,25 +504,35 @@ class StudySpec(BaseModel):
 
     @property
     def grid_size(self) -> int:
-        """Number of configurations in the grid of categorical choices."""
-        return math.prod(len(p.choices) for p in self.search_space.values() if isinstance(p, CategoricalParam))
+        """Number of configurations in the grid of categorical choices (summed over families that
+        have their own parameters)."""
+        return grid_size(self.entries, self.family_names)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every configuration of the grid (:func:`study.params.grid_points`)."""
+        return grid_points(self.entries, self.family_names)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some family has parameters of its own (sampled only for its trials)."""
+        return any(entry.family is not None for entry in self.entries)
 
     @property
     def searched_params(self) -> list[str]:
-        """Names of the search-space parameters that vary."""
-        return [k for k, p in self.search_space.items() if not isinstance(p, FixedParam)]
+        """Keys of the search-space parameters that vary (``family.field`` for a family's own)."""
+        return [entry.key for entry in self.entries if entry.searched]
 
     def trial_family(self, params: dict[str, Any]) -> str:
         """The family name of a trial with sampled ``params``."""
-        if "family" in self.search_space:
-            return params.get("family", self.family_names[0])
+        if FAMILY_KEY in self.search_space:
+            return params[FAMILY_KEY] if FAMILY_KEY in params else self.family_names[0]
         return self.family["name"]
 
     def trial_settings(self, params: dict[str, Any]) -> tuple[BaseModel, TrainingSpec]:
         """The family config and training settings of a trial with sampled ``params``.
 
         Args:
-            params: Search-space values of one trial (keys of ``search_space``).
+            params: Search-space values of one trial (keys of :attr:`entries`; fixed ones may be absent).
 
         Returns:
             ``(family_config, training)``, both validated.
@@ -580,14 +540,14 @@ class StudySpec(BaseModel):
         family = get_family(self.trial_family(params))
         fam = self.family_config(family.name).model_dump(exclude_unset=True)
         train = self.training.model_dump()
-        for key in self.search_space:
-            if key == "family" or key.startswith(DATASET_PREFIX):
+        for entry in self.entries:
+            if entry.key == FAMILY_KEY or entry.field.startswith(DATASET_PREFIX) or not entry.applies(family.name):
                 continue
-            value = params[key] if key in params else self.search_space[key].value
-            if "." in key:
-                fam = set_path(fam, key, value)
+            value = params[entry.key] if entry.key in params else entry.param.value
+            if "." in entry.field:
+                fam = set_path(fam, entry.field, value)
             else:
-                (fam if key in family.config_cls.model_fields else train)[key] = value
+                (fam if entry.field in family.config_cls.model_fields else train)[entry.field] = value
         return family.config_cls(**fam), TrainingSpec(**train)
 
 
@@ -679,7 +639,10 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str] | None:
 def format_error(err: ValidationError) -> str:
     """The first error of a spec validation as one line: ``field: expected (got value)``."""
     first = err.errors()[0]
-    loc = shorten(".".join(str(p) for p in first["loc"]))
+    parts = list(first["loc"])
+    if parts[:1] == ["search_space"] and len(parts) > 2 and parts[2] in ("param", "family"):
+        del parts[2]  # the tag of a search-space entry (a parameter, or a family's own parameters)
+    loc = shorten(".".join(str(p) for p in parts))
     if first["type"] == "value_error" and not loc:
         return first["msg"].removeprefix("Value error, ")
     if first["type"] == "value_error":

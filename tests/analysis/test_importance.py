@@ -98,7 +98,7 @@ def test_table_per_objective_with_modes_from_metric_names():
     trials["mig"] = trials.pop("metric")
     trials["val_recon_loss"] = -trials["mig"]
     table = tables.importance_table(trials, PARAMS, ["mig", "val_recon_loss"])
-    assert list(table.columns) == ["objective", "mode", "param", "importance", "rank", "n_configurations",
+    assert list(table.columns) == ["scope", "objective", "mode", "param", "importance", "rank", "n_configurations",
                                    "n_trials", "evaluator"]
     assert table.groupby("objective")["mode"].first().to_dict() == {"mig": "max", "val_recon_loss": "min"}
     assert table.groupby("objective")["importance"].sum().to_numpy() == pytest.approx([1.0, 1.0])
@@ -132,3 +132,23 @@ def test_bad_arguments_are_refused():
         param_importances(trials, [*PARAMS, "repeat"], "metric", "max")
     with pytest.raises(KeyError, match="gamma"):
         param_importances(trials, ["gamma"], "metric", "max")
+
+
+def test_a_conditional_space_is_ranked_within_each_family():
+    rng = np.random.default_rng(0)
+    rows = []
+    for family, param, values in (("beta_vae", "beta_vae.beta", [1, 2, 4, 8]), ("factor_vae", "factor_vae.gamma",
+                                                                                [10, 20, 40, 80])):
+        for value in values:
+            for lr in (1e-4, 1e-3):
+                score = (value if family == "beta_vae" else 0.0) + 0.001 * rng.random()  # beta drives, gamma does not
+                rows.append({"trial_id": f"{family}{value}{lr}", "status": "TERMINATED", "family": family,
+                             param: value, "lr": lr, "mig": score})
+    trials = pd.DataFrame(rows)
+    table = importance_table(trials, ["family", "beta_vae.beta", "factor_vae.gamma", "lr"], ["mig"], ["max"])
+    assert set(table["scope"]) == {"family beta_vae", "family factor_vae"}
+    beta = table[table["scope"] == "family beta_vae"].set_index("param")["importance"]
+    assert set(beta.index) == {"beta_vae.beta", "lr"} and beta["beta_vae.beta"] > beta["lr"]
+    assert set(table.loc[table["scope"] == "family factor_vae", "param"]) == {"factor_vae.gamma", "lr"}
+    text = importance_markdown(table)
+    assert "Within family beta_vae:" in text and "Within family factor_vae:" in text

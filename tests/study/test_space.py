@@ -129,3 +129,66 @@ def test_repeat_groups_survive_save_and_restore(tmp_path):
     second.restore(str(tmp_path / "searcher-state.pkl"))
     again = second.suggest("b")  # the second repeat of the configuration suggested before the save
     assert again["beta"] == config["beta"] and again["__trial_index__"] == 1
+
+
+# ---- per-family search spaces (a conditional space) ----------------------------------------------
+
+FAMILIES = {"type": "categorical", "choices": ["beta_vae", "factor_vae", "dip_vae"]}
+OWN = {
+    "beta_vae": {"beta": {"type": "categorical", "choices": [1, 4, 16]}},
+    "factor_vae": {"gamma": {"type": "categorical", "choices": [10, 40]}},
+    "dip_vae": {"dip_type": {"type": "categorical", "choices": ["i", "ii"]},
+                "lambda_od": {"type": "categorical", "choices": [1, 10]}},
+}
+
+
+def conditional(algorithm: str = "grid", **search) -> StudySpec:
+    return make_spec(family={"latent_dim": 4}, search_space={"family": FAMILIES, **OWN},
+                     search={"algorithm": algorithm, "repeats": 1, **search})
+
+
+def test_the_grid_of_a_conditional_space_is_the_union_of_each_familys_grid():
+    spec = conditional()
+    assert spec.conditional and spec.grid_size == 3 + 2 + 4
+    assert spec.searched_params == ["family", "beta_vae.beta", "factor_vae.gamma", "dip_vae.dip_type",
+                                    "dip_vae.lambda_od"]
+    points = spec.grid_points()
+    assert {"family": "factor_vae", "factor_vae.gamma": 40} in points
+    assert {"family": "dip_vae", "dip_vae.dip_type": "ii", "dip_vae.lambda_od": 10} in points
+    assert all(set(p) <= {"family", *(k for k in p if k.startswith(p["family"] + "."))} for p in points)
+    config, _ = spec.trial_settings({"family": "dip_vae", "dip_vae.dip_type": "ii", "dip_vae.lambda_od": 10})
+    assert (type(config).__name__, config.dip_type, config.lambda_od, config.latent_dim) == ("DIPVAEConfig", "ii",
+                                                                                             10.0, 4)
+
+
+def test_a_conditional_grid_enqueues_every_point_once():
+    from study.space import build_searcher, num_trials, param_space
+
+    spec = conditional()
+    assert param_space(spec) == {} and num_trials(spec) == 9
+    searcher = build_searcher(spec)
+    searcher.set_search_properties(None, None, param_space(spec))
+    configs = [searcher.suggest(f"t{i}") for i in range(9)]
+    seen = [{k: v for k, v in c.items() if k != "__trial_index__"} for c in configs]
+    assert sorted(map(str, seen)) == sorted(map(str, spec.grid_points()))
+
+
+def test_tpe_samples_only_the_chosen_familys_parameters():
+    from study.space import build_searcher, param_space
+
+    spec = make_spec(family={"latent_dim": 4}, search={"algorithm": "tpe", "num_samples": 12},
+                     search_space={"family": FAMILIES, "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                                   "beta_vae": {"beta": {"type": "float", "low": 1, "high": 16}},
+                                   "factor_vae": {"gamma": {"type": "int", "low": 10, "high": 100}},
+                                   "dip_vae": {"lambda_od": {"type": "fixed", "value": 5}}})
+    searcher = build_searcher(spec)
+    searcher.set_search_properties(None, None, param_space(spec))
+    for i in range(12):
+        config = searcher.suggest(f"t{i}")
+        family = config["family"]
+        own = {k for k in config if "." in k}
+        assert own == {f"{family}.{field}" for field in {"beta_vae": ["beta"], "factor_vae": ["gamma"],
+                                                            "dip_vae": ["lambda_od"]}[family]}, config
+        assert 1e-4 <= config["lr"] <= 1e-2
+        if family == "dip_vae":
+            assert config["dip_vae.lambda_od"] == 5

@@ -441,3 +441,26 @@ def test_a_common_family_field_one_searched_family_lacks_is_refused_naming_it(tm
     data["family_settings"] = {}
     msg = load_error(write_spec(tmp_path, data))
     assert ": family.hidden_dim: unknown key 'hidden_dim'" in msg and msg.endswith("(in family 'mlp_vae')"), msg
+
+
+@pytest.mark.parametrize("space, fragment", [
+    ("{family: {type: categorical, choices: [conv_vae]}, factor_vae: {gamma: {type: categorical, choices: [10]}}}",
+     "search_space.factor_vae: its own parameters, but 'factor_vae' is not among the searched families"),
+    ("{conv_vae: {beta: {type: categorical, choices: [1]}}}",
+     "search_space.conv_vae: a family's own parameters need the families searched"),
+    ("{family: {type: categorical, choices: [conv_vae, factor_vae]}, beta: {type: categorical, choices: [1]}, "
+     "conv_vae: {beta: {type: categorical, choices: [1, 4]}}}",
+     "search_space.conv_vae.beta: beta is also searched for every family; keep one"),
+    ("{family: {type: categorical, choices: [conv_vae, factor_vae]}, factor_vae: {gamma2: {type: categorical, "
+     "choices: [1]}}}", "search_space.factor_vae.gamma2: unknown parameter; expected one of factor_vae"),
+    ("{family: {type: categorical, choices: [conv_vae, factor_vae]}, factor_vae: {gamma: {type: float, low: 1, "
+     "high: 4}}}", "search_space.factor_vae.gamma: grid search takes categorical choices"),
+    ("{family: {type: categorical, choices: [conv_vae, factor_vae]}, factor_vae: {gamma: {type: categorical, "
+     "choices: [-1]}}}", "search_space.factor_vae.gamma: "),
+    ("{family: {type: categorical, choices: [conv_vae, factor_vae]}, factor_vae: {gamma: {type: categorical, "
+     "choices: [1, one]}}}", "search_space.factor_vae.gamma.categorical.choices: choices must all be of one kind"),
+])
+def test_a_familys_own_parameters_are_checked_against_that_family(space, fragment):
+    with pytest.raises(SpecError) as caught:
+        load_spec(SMOKE, ["family={latent_dim: 4}", f"search_space={space}"])
+    assert fragment in str(caught.value) and "\n" not in str(caught.value), str(caught.value)

@@ -52,6 +52,11 @@ SETUPS: dict[str, dict] = {
         "config": {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3},
         "invalid": {"beta": -1.0, "latent_dim": 0, "hidden_dim": 0, "filters": []},
     },
+    "beta_vae": {  # conv_vae under the literature's name (Locatello et al.'s method table)
+        "input_shape": (1, 16, 16),
+        "config": {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3, "beta": 4.0},
+        "invalid": {"beta": -1.0, "latent_dim": 0, "hidden_dim": 0, "filters": []},
+    },
     "dcgan": {  # a GAN: own training step, losses d_loss/g_loss, no encoder
         "input_shape": (3, 16, 16),  # two stride-2 layers leave 4x4 for the last conv
         "config": {"filters": [8, 16], "latent_dim": 4},
