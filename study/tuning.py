@@ -15,6 +15,7 @@ from study.spec import StudySpec
 
 __all__ = ["init_ray", "check_cluster", "max_concurrent", "build_tuner"]
 
+TABLE_MAX_TRIALS = 20  # above this many trials, one progress line per 30 s replaces Tune's table of every trial
 LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0" before `import ray`: every listener on 127.0.0.1
 
 
@@ -149,6 +150,9 @@ def build_tuner(spec: StudySpec, data: TrialData, journal: StudyJournal, *, resu
         tune_config=tune.TuneConfig(
             search_alg=build_searcher(spec, journal), scheduler=_scheduler(spec), num_samples=num_trials(spec),
             max_concurrent_trials=spec.search.max_concurrent_trials or max_concurrent(spec, cluster),
+            # A trial that trains in-process runs in an actor the next trial of the same resources
+            # reuses: the imports, torch's start-up and the data hand-over are paid once per actor.
+            reuse_actors=spec.resources.in_process,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -156,6 +160,19 @@ def build_tuner(spec: StudySpec, data: TrialData, journal: StudyJournal, *, resu
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.training.max_failures),
             callbacks=[TrialStatusCallback(location), JournalSync(journal),
-                       EpochTensorBoard(use_steps=spec.training.steps is not None)],
+                       EpochTensorBoard(use_steps=spec.training.steps is not None), *_progress(spec)],
+            verbose=0 if _progress(spec) else None,
         ),
     )
+
+
+def _progress(spec: StudySpec) -> list:
+    """One line of progress per interval in place of Tune's trial table, for studies of more than
+    :data:`TABLE_MAX_TRIALS` trials."""
+    from study.space import num_trials
+    from study.status import ProgressLine
+
+    total = num_trials(spec)
+    if total <= TABLE_MAX_TRIALS:
+        return []
+    return [ProgressLine(total, spec.objective.metrics[0], spec.objective.modes[0])]
