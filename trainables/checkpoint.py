@@ -3,8 +3,9 @@
 A checkpoint directory (one per reported epoch of rank 0) holds:
 
 * ``checkpoint.pt`` (:data:`CHECKPOINT_FILE`): ``model`` (state dict), ``optimizers`` (a list of
-  state dicts), ``epoch`` (epochs done), ``step`` (optimisation steps done; absent when 0) and
-  ``scaler`` (the fp16 loss scale; absent unless fp16). Tensors and plain containers only.
+  state dicts), ``epoch`` (epochs done), ``step`` (optimisation steps taken; absent when 0),
+  ``skipped`` (steps the fp16 loss scaler skipped; absent when 0) and ``scaler`` (the fp16 loss
+  scale; absent unless fp16). Tensors and plain containers only.
 * ``snapshots.npz`` (:data:`SNAPSHOT_FILE`, absent when empty): the fixed validation rows and their
   reconstructions by epoch (:func:`load_snapshots`).
 * ``trial.json`` (:data:`TRIAL_FILE`): the trial's description (:func:`describe_trial`) with the
@@ -86,7 +87,8 @@ class SavedTrial:
         model: The model's state dict.
         optimizers: One state dict per optimizer, in the order the family configured them.
         epoch: Epochs done.
-        step: Optimisation steps done.
+        step: Optimisation steps taken.
+        skipped: Optimisation steps the fp16 loss scaler skipped.
         scaler: The fp16 gradient scaler's state (``{}`` unless fp16).
         snapshots: :func:`load_snapshots` of the directory.
         started_at: When the trial's first run started (:func:`recorded_start`), or None.
@@ -96,6 +98,7 @@ class SavedTrial:
     optimizers: list[dict[str, Any]]
     epoch: int
     step: int
+    skipped: int
     scaler: dict[str, Any]
     snapshots: dict[str, np.ndarray]
     started_at: str | None
@@ -159,7 +162,8 @@ def _stamp_json(stamp: Provenance | None) -> dict[str, Any]:
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
                     epoch: int, config: TrialConfig, snapshots: dict[str, np.ndarray],
-                    stamp: Provenance | None = None, *, step: int = 0, scaler: dict[str, Any] | None = None) -> None:
+                    stamp: Provenance | None = None, *, step: int = 0, skipped: int = 0,
+                    scaler: dict[str, Any] | None = None) -> None:
     """Writes a checkpoint directory: ``checkpoint.pt``, ``snapshots.npz`` (when any) and ``trial.json``.
 
     Args:
@@ -170,13 +174,16 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: l
         config: The trial, described in ``trial.json``.
         snapshots: See :func:`load_snapshots`; ``{}`` writes no ``snapshots.npz``.
         stamp: The trial's provenance; None writes ``{}``.
-        step: Optimisation steps done (not written when 0).
+        step: Optimisation steps taken (not written when 0).
+        skipped: Optimisation steps the fp16 loss scaler skipped (not written when 0).
         scaler: The fp16 gradient scaler's state (not written when empty).
     """
     state: dict[str, Any] = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                              "epoch": epoch}
     if step:
         state["step"] = step
+    if skipped:
+        state["skipped"] = skipped
     if scaler:
         state["scaler"] = scaler  # fp16 loss scale
     torch.save(state, Path(directory) / CHECKPOINT_FILE)
@@ -187,7 +194,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: l
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     """Reads a trial checkpoint: ``model`` state dict, ``optimizers`` (a list of state dicts) and
-    ``epoch`` (epochs done), and ``step`` / ``scaler`` when written.
+    ``epoch`` (epochs done), and ``step`` / ``skipped`` / ``scaler`` when written.
 
     Tensors only: ``torch.load(weights_only=True)`` refuses pickled objects.
 
@@ -209,6 +216,7 @@ def load_saved_trial(directory: str | Path) -> SavedTrial:
     return SavedTrial(
         model=state["model"], optimizers=list(state["optimizers"]), epoch=int(state["epoch"]),
         step=int(state.get("step", 0)),  # not written when 0
+        skipped=int(state.get("skipped", 0)),  # not written when 0 (and before it was counted)
         scaler=dict(state.get("scaler", {})),  # written for fp16 only
         snapshots=load_snapshots(directory), started_at=recorded_start(directory),
     )

@@ -39,9 +39,10 @@ def test_a_resumed_trial_reads_back_what_was_saved(tmp_path):
     optimizer = torch.optim.Adam(model.parameters())
     snapshots = {"inputs": np.zeros((2, 1, 16, 16), np.float32), "epoch_0001": np.ones((2, 1, 16, 16), np.float16)}
     stamp = provenance(torch.device("cpu"), 1, started_at="2024-01-02T03:04:05.000+00:00")
-    save_checkpoint(tmp_path, model, [optimizer], 3, config, snapshots, stamp, step=12, scaler={"scale": 8.0})
+    save_checkpoint(tmp_path, model, [optimizer], 3, config, snapshots, stamp, step=12, skipped=5,
+                    scaler={"scale": 8.0})
     saved = load_saved_trial(tmp_path)
-    assert (saved.epoch, saved.step, saved.scaler) == (3, 12, {"scale": 8.0})
+    assert (saved.epoch, saved.step, saved.skipped, saved.scaler) == (3, 12, 5, {"scale": 8.0})
     assert saved.started_at == "2024-01-02T03:04:05.000+00:00"
     assert sorted(saved.snapshots) == ["epoch_0001", "inputs"]
     assert saved.snapshots["epoch_0001"].dtype == np.float16
@@ -54,5 +55,6 @@ def test_defaults_of_a_checkpoint_without_step_scaler_snapshots_or_stamp(tmp_pat
     save_checkpoint(tmp_path, build_model(config), [], 1, config, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT_FILE, TRIAL_FILE])  # no SNAPSHOT_FILE
     saved = load_saved_trial(tmp_path)
-    assert (saved.epoch, saved.step, saved.scaler, saved.snapshots, saved.started_at) == (1, 0, {}, {}, None)
+    assert (saved.epoch, saved.step, saved.skipped, saved.scaler, saved.snapshots, saved.started_at) == \
+        (1, 0, 0, {}, {}, None)
     assert set(torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)) == {"model", "optimizers", "epoch"}

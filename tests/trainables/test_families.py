@@ -271,6 +271,27 @@ def test_own_training_step_updates_parameters_with_finite_terms(family, setup):
     assert all(changed), f"{changed.count(False)} parameter tensors did not move"
 
 
+def test_own_training_step_is_counted_by_amp(family, setup, fp16_on_cpu):
+    """A family's own step goes through Amp: counted as taken, or as skipped (nothing applied to the
+    overflowing network) when the fp16 scaler finds its gradients overflowed."""
+    from trainables.precision import Amp
+
+    model = build(family, setup).train()
+    if not supports(model, "training_step"):
+        pytest.skip("trained by the loop's default step")
+    optimizers = model.configure_optimizers(TrainingSpec(lr=1e-3, optimizer="adam"))
+    amp = Amp("fp32")
+    model.training_step(binary_batch(setup), optimizers, amp)
+    assert amp.update() is True and (amp.taken, amp.skipped) == (1, 0)
+    first = next(model.parameters())
+    first.register_hook(lambda grad: grad * math.inf)
+    before = first.detach().clone()
+    fp16 = Amp("fp16")
+    model.training_step(binary_batch(setup), optimizers, fp16)
+    assert fp16.update() is False and (fp16.taken, fp16.skipped) == (0, 1)
+    assert torch.equal(first.detach(), before)
+
+
 def test_backward_gives_finite_grads_on_every_parameter(family, setup):
     model = build(family, setup).train()
     if supports(model, "training_step"):
