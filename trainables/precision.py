@@ -108,14 +108,15 @@ class Amp:
             optimizer.step()
             self._applied += 1
             return
-        hook = optimizer.register_step_post_hook(self._count_applied)
+        # A flag, not a count: the hook runs twice when an optimizer subclass's step calls its base
+        # class's step and both were patched by torch (seq2seq's clipping optimizers).
+        applied: list[bool] = []
+        hook = optimizer.register_step_post_hook(lambda *_: applied.append(True))
         try:
             self.scaler.step(optimizer)  # calls optimizer.step() only when no gradient overflowed
         finally:
             hook.remove()
-
-    def _count_applied(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        self._applied += 1
+        self._applied += bool(applied)
 
     def update(self) -> bool:
         """Ends an optimisation step (adapts the fp16 loss scale); call once per batch.

@@ -69,3 +69,19 @@ def test_a_batch_counts_as_skipped_when_any_of_its_optimizers_is(fp16_on_cpu):
         amp.step(optimizer)
     assert amp.update() is False and (amp.taken, amp.skipped) == (0, 1)
     assert first.item() < 1.0 and second.item() == 1.0  # the first applied, the second skipped
+
+
+def test_a_step_counts_once_when_an_optimizer_subclass_calls_its_base_step(fp16_on_cpu):
+    """torch runs step hooks in each patched class's step: a subclass whose step calls its base
+    class's (seq2seq's clipping optimizers) runs them twice for one step."""
+
+    class Clipped(torch.optim.SGD):
+        def step(self, closure=None):
+            return super().step(closure)
+
+    torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)  # torch patches SGD.step with its hooks
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = Clipped([weight], lr=0.1)
+    amp = Amp("fp16", "cpu")
+    assert one_step(amp, weight, optimizer, 1e-6) is True and (amp.taken, amp.skipped) == (1, 0)
+    assert (weight < 1.0).all()
