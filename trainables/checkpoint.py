@@ -50,6 +50,9 @@ class Provenance:
         hostname: The machine's name.
         node_id: Ray's id of the node, or None outside Ray.
         device: ``cpu`` or the CUDA device's name.
+        precision: The precision the trial trained in on that device (``fp32``, ``bf16`` or
+            ``fp16``: ``training.precision`` with ``auto`` resolved); a resumed trial records the
+            one of its latest run.
         threads: torch threads of the worker.
         started_at: UTC, ISO 8601 (milliseconds); kept from the first run when resumed.
         ended_at: UTC, ISO 8601, set at each checkpoint; None before the first.
@@ -65,6 +68,7 @@ class Provenance:
     hostname: str
     node_id: str | None
     device: str
+    precision: str
     threads: int
     started_at: str
     ended_at: str | None
@@ -118,7 +122,7 @@ def _git(*args: str) -> str | None:
 
 
 def provenance(device: torch.device, threads: int, node_id: str | None = None, started_at: str | None = None,
-               gpu_ids: list[str] | tuple[str, ...] = ()) -> Provenance:
+               gpu_ids: list[str] | tuple[str, ...] = (), *, precision: str) -> Provenance:
     """The stamp of a trial starting (or resuming) now on ``device``; ``ended_at`` is None until a checkpoint.
 
     Args:
@@ -127,6 +131,7 @@ def provenance(device: torch.device, threads: int, node_id: str | None = None, s
         node_id: Ray's node id, or None.
         started_at: The start an earlier run recorded (:func:`recorded_start`); None: now.
         gpu_ids: The GPUs Ray assigned the trial.
+        precision: The precision it trains in (:func:`trainables.precision.resolve_precision`).
     """
     import optuna
     import ray
@@ -137,7 +142,7 @@ def provenance(device: torch.device, threads: int, node_id: str | None = None, s
     return Provenance(
         torch_version=torch.__version__, ray_version=ray.__version__, optuna_version=optuna.__version__,
         numpy_version=np.__version__, git_sha=sha, git_dirty=None if status is None else bool(status),
-        hostname=platform.node(), node_id=node_id, device=name, threads=int(threads),
+        hostname=platform.node(), node_id=node_id, device=name, precision=precision, threads=int(threads),
         started_at=started_at or _now(), ended_at=None, gpu_ids=tuple(gpu_ids),
     )
 

@@ -131,6 +131,9 @@ def run_worker(config: TrialConfig, session: Session) -> None:
 def resume(config: TrialConfig, session: Session, device: torch.device) -> TrainState:
     """The trial's model, optimizers and counts: fresh, or restored from the session's checkpoint.
 
+    On the CPU a model with the ``memory_format`` ability (the conv families) trains with its
+    parameters in that format (channels_last); on CUDA it stays contiguous (not measured there yet).
+
     The weights are loaded before ``session.prepare`` (so every DDP worker starts from them) and
     the optimizer states after it (``load_state_dict`` moves them to the parameters' device).
 
@@ -138,7 +141,7 @@ def resume(config: TrialConfig, session: Session, device: torch.device) -> Train
         ValueError: If ``training.precision`` is fp16 and ``device`` is the CPU
             (:func:`~trainables.precision.resolve_precision`).
     """
-    amp = Amp(config.training.precision, device)  # refuses fp16 on the CPU before any work
+    amp = Amp(config.training.precision, device)  # resolves auto; refuses fp16 on the CPU before any work
     model = build_model(config)
     saved = None
     checkpoint = session.checkpoint()
@@ -146,8 +149,10 @@ def resume(config: TrialConfig, session: Session, device: torch.device) -> Train
         with checkpoint.as_directory() as directory:
             saved = load_saved_trial(directory)
         model.load_state_dict(saved.model)
+    if device.type == "cpu" and supports(model, "memory_format"):  # channels_last for conv nets: measured
+        model = model.to(memory_format=model.memory_format)  # faster on the CPU (benchmarks/precision.py)
     stamp = provenance(device, config.threads, session.node_id, saved.started_at if saved else None,
-                       gpu_ids=session.gpu_ids)
+                       gpu_ids=session.gpu_ids, precision=amp.precision)
     model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
     core = unwrap(model)
     if supports(core, "configure_optimizers"):

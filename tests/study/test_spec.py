@@ -273,6 +273,12 @@ def test_unparsable_spec_raises_one_line_naming_the_file(tmp_path, text, fragmen
         assert fragment in msg, f"{fragment!r} not in {msg!r}"
 
 
+def test_precision_is_auto_unless_set():
+    assert load_spec(SMOKE).training.precision == "auto"
+    assert load_spec(SMOKE, ["training.precision=fp32"]).training.precision == "fp32"
+    assert "training.precision" in load_error(SMOKE, ["training.precision=fp64"])
+
+
 def test_fp16_is_accepted_for_trials_on_a_gpu(tmp_path, base):
     data = copy.deepcopy(base)
     data["training"]["precision"] = "fp16"

@@ -23,11 +23,12 @@ from trainables.trial import build_model
 
 def test_provenance_fields_are_trial_jsons_provenance_keys_in_order(tmp_path):
     config = trial(epochs=1)
-    stamp = provenance(torch.device("cpu"), 2, "node-a", gpu_ids=["0", "3"]).ended()
+    stamp = provenance(torch.device("cpu"), 2, "node-a", gpu_ids=["0", "3"], precision="bf16").ended()
     save_checkpoint(tmp_path, build_model(config), [], 1, config, {}, stamp)
     written = json.loads((tmp_path / TRIAL_FILE).read_text())["provenance"]
     assert tuple(written) == PROVENANCE_FIELDS
     assert written["gpu_ids"] == ["0", "3"] and written["node_id"] == "node-a" and written["threads"] == 2
+    assert written["precision"] == "bf16"
     assert written["ended_at"] >= written["started_at"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stamp.threads = 3
@@ -38,7 +39,7 @@ def test_a_resumed_trial_reads_back_what_was_saved(tmp_path):
     model = build_model(config)
     optimizer = torch.optim.Adam(model.parameters())
     snapshots = {"inputs": np.zeros((2, 1, 16, 16), np.float32), "epoch_0001": np.ones((2, 1, 16, 16), np.float16)}
-    stamp = provenance(torch.device("cpu"), 1, started_at="2024-01-02T03:04:05.000+00:00")
+    stamp = provenance(torch.device("cpu"), 1, started_at="2024-01-02T03:04:05.000+00:00", precision="fp32")
     save_checkpoint(tmp_path, model, [optimizer], 3, config, snapshots, stamp, step=12, skipped=5,
                     scaler={"scale": 8.0})
     saved = load_saved_trial(tmp_path)

@@ -185,8 +185,8 @@ def test_reports_carry_the_family_epoch_metrics(tmp_path, data):
 
 def test_val_terms_are_the_eval_mode_losses_of_the_reported_model(tmp_path, data):
     # val_* are means over the val rows of the eval-mode terms (one sampled z per row: the ELBO
-    # estimate) of the model saved at that epoch.
-    session = run(tmp_path, data, trial(epochs=1))
+    # estimate) of the model saved at that epoch. In fp32, as the model is scored here.
+    session = run(tmp_path, data, with_training(trial(epochs=1), precision="fp32"))
     family = get_family("conv_vae")
     model = family.model_cls(family.config_cls(**FAMILY_CONFIG), INPUT_SHAPE)
     model.load_state_dict(load_checkpoint(session.checkpoints[0])["model"])
@@ -469,6 +469,25 @@ def test_mixed_precision_trains(tmp_path, data, precision, fp16_on_cpu):
     assert session.reports[-1]["step"] == adam_steps(session.checkpoints[-1])
     if precision == "bf16":
         assert [r["skipped_steps"] for r in session.reports] == [0] * 4
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_the_trial_records_the_precision_it_trained_in(tmp_path, data, precision):
+    from trainables.precision import resolve_precision
+
+    session = run(tmp_path, data, with_training(trial(epochs=1), precision=precision))
+    stamp = json.loads((session.checkpoints[-1] / TRIAL_FILE).read_text())["provenance"]
+    assert stamp["precision"] == (resolve_precision("auto", "cpu") if precision == "auto" else precision)
+    assert stamp["precision"] in ("fp32", "bf16")
+
+
+def test_a_conv_family_trains_in_channels_last_on_the_cpu(tmp_path, data):
+    session = run(tmp_path, data, trial(epochs=1))
+    weights = {k: v for k, v in session.prepared_state.items() if v.dim() == 4}  # as handed to prepare
+    assert weights and all(v.is_contiguous(memory_format=torch.channels_last) for v in weights.values())
+    family = get_family("conv_vae")
+    model = family.model_cls(family.config_cls(**FAMILY_CONFIG), INPUT_SHAPE)
+    model.load_state_dict(load_checkpoint(session.checkpoints[-1])["model"])  # a contiguous model reads it
 
 
 def test_fp32_counts_every_batch_as_a_step(tmp_path, data):

@@ -85,3 +85,26 @@ def test_a_step_counts_once_when_an_optimizer_subclass_calls_its_base_step(fp16_
     amp = Amp("fp16", "cpu")
     assert one_step(amp, weight, optimizer, 1e-6) is True and (amp.taken, amp.skipped) == (1, 0)
     assert (weight < 1.0).all()
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ({"architecture": "x86_64", "avx512_f": True, "avx512_bf16": True, "amx_bf16": False}, "bf16"),
+    ({"architecture": "x86_64", "avx512_f": True, "avx512_bf16": False, "amx_bf16": True}, "bf16"),
+    ({"architecture": "x86_64", "avx512_f": True, "avx512_bw": True, "avx512_bf16": False}, "fp32"),  # emulated
+    ({"architecture": "aarch64", "neon": True, "bf16": True}, "bf16"),
+    ({"architecture": "aarch64", "neon": True, "bf16": False}, "fp32"),
+])
+def test_auto_is_bf16_on_a_cpu_with_bf16_in_hardware(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert resolve_precision("auto", "cpu") == expected
+    assert Amp("auto", torch.device("cpu")).precision == expected
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32"),
+                                                  ((6, 1), "fp32")])
+def test_auto_is_bf16_on_cuda_from_compute_capability_8(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", "cuda") == expected
+    assert resolve_precision("fp16", "cuda") == "fp16"  # fp16 stays as asked on a GPU
+
