@@ -26,6 +26,7 @@ from datasets.registry import DataDescription, DatasetOptions, get_dataset
 from datasets.storage import is_uri
 from study.params import (FAMILY_KEY, CategoricalParam, FamilySpace, FixedParam, SearchEntry, SpaceEntry, grid_points,
                           grid_size, space_entries)
+from trainables.precision import FP16_ON_CPU
 from trainables.protocol import supports
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
@@ -369,13 +370,24 @@ class StudySpec(BaseModel):
                 )
         if self.scheduler.name == "asha":
             self._check_asha(epoch_metrics)
+        self._check_training(families)
+        return self
+
+    def _check_training(self, families: list) -> None:
+        """The training settings against the resources: DDP needs the loop's own optimisation step,
+        and fp16 a GPU (:data:`trainables.precision.FP16_ON_CPU`; a trial that asks for a GPU and
+        falls back to the CPU meets the same refusal when it starts)."""
         for each in families:
             if self.resources.num_workers > 1 and supports(each.model_cls, "training_step"):
                 raise ValueError(
                     f"resources.num_workers: family {each.name!r} runs its own optimisation step, which DDP "
                     f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
                 )
-        return self
+        searched = self.search_space.get("precision")
+        where, values = ("search_space.precision", searched.values_to_check()) if searched is not None \
+            else ("training.precision", [self.training.precision])
+        if self.resources.gpus_per_trial == 0 and "fp16" in values:
+            raise ValueError(f"{where}: the trials train on the CPU (resources.gpus_per_trial: 0), but {FP16_ON_CPU}")
 
     def _check_entries(self, families: list) -> None:
         """Checks every search-space entry against the families it applies to (or the training settings)."""

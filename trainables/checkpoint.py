@@ -3,8 +3,9 @@
 A checkpoint directory (one per reported epoch of rank 0) holds:
 
 * ``checkpoint.pt`` (:data:`CHECKPOINT_FILE`): ``model`` (state dict), ``optimizers`` (a list of
-  state dicts), ``epoch`` (epochs done), ``step`` (optimisation steps done; absent when 0) and
-  ``scaler`` (the fp16 loss scale; absent unless fp16). Tensors and plain containers only.
+  state dicts), ``epoch`` (epochs done), ``step`` (optimisation steps taken; absent when 0),
+  ``skipped`` (steps the fp16 loss scaler skipped; absent when 0) and ``scaler`` (the fp16 loss
+  scale; absent unless fp16). Tensors and plain containers only.
 * ``snapshots.npz`` (:data:`SNAPSHOT_FILE`, absent when empty): the fixed validation rows and their
   reconstructions by epoch (:func:`load_snapshots`).
 * ``trial.json`` (:data:`TRIAL_FILE`): the trial's description (:func:`describe_trial`) with the
@@ -49,6 +50,9 @@ class Provenance:
         hostname: The machine's name.
         node_id: Ray's id of the node, or None outside Ray.
         device: ``cpu`` or the CUDA device's name.
+        precision: The precision the trial trained in on that device (``fp32``, ``bf16`` or
+            ``fp16``: ``training.precision`` with ``auto`` resolved); a resumed trial records the
+            one of its latest run.
         threads: torch threads of the worker.
         started_at: UTC, ISO 8601 (milliseconds); kept from the first run when resumed.
         ended_at: UTC, ISO 8601, set at each checkpoint; None before the first.
@@ -64,6 +68,7 @@ class Provenance:
     hostname: str
     node_id: str | None
     device: str
+    precision: str
     threads: int
     started_at: str
     ended_at: str | None
@@ -86,7 +91,8 @@ class SavedTrial:
         model: The model's state dict.
         optimizers: One state dict per optimizer, in the order the family configured them.
         epoch: Epochs done.
-        step: Optimisation steps done.
+        step: Optimisation steps taken.
+        skipped: Optimisation steps the fp16 loss scaler skipped.
         scaler: The fp16 gradient scaler's state (``{}`` unless fp16).
         snapshots: :func:`load_snapshots` of the directory.
         started_at: When the trial's first run started (:func:`recorded_start`), or None.
@@ -96,6 +102,7 @@ class SavedTrial:
     optimizers: list[dict[str, Any]]
     epoch: int
     step: int
+    skipped: int
     scaler: dict[str, Any]
     snapshots: dict[str, np.ndarray]
     started_at: str | None
@@ -115,7 +122,7 @@ def _git(*args: str) -> str | None:
 
 
 def provenance(device: torch.device, threads: int, node_id: str | None = None, started_at: str | None = None,
-               gpu_ids: list[str] | tuple[str, ...] = ()) -> Provenance:
+               gpu_ids: list[str] | tuple[str, ...] = (), *, precision: str) -> Provenance:
     """The stamp of a trial starting (or resuming) now on ``device``; ``ended_at`` is None until a checkpoint.
 
     Args:
@@ -124,6 +131,7 @@ def provenance(device: torch.device, threads: int, node_id: str | None = None, s
         node_id: Ray's node id, or None.
         started_at: The start an earlier run recorded (:func:`recorded_start`); None: now.
         gpu_ids: The GPUs Ray assigned the trial.
+        precision: The precision it trains in (:func:`trainables.precision.resolve_precision`).
     """
     import optuna
     import ray
@@ -134,7 +142,7 @@ def provenance(device: torch.device, threads: int, node_id: str | None = None, s
     return Provenance(
         torch_version=torch.__version__, ray_version=ray.__version__, optuna_version=optuna.__version__,
         numpy_version=np.__version__, git_sha=sha, git_dirty=None if status is None else bool(status),
-        hostname=platform.node(), node_id=node_id, device=name, threads=int(threads),
+        hostname=platform.node(), node_id=node_id, device=name, precision=precision, threads=int(threads),
         started_at=started_at or _now(), ended_at=None, gpu_ids=tuple(gpu_ids),
     )
 
@@ -159,7 +167,8 @@ def _stamp_json(stamp: Provenance | None) -> dict[str, Any]:
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
                     epoch: int, config: TrialConfig, snapshots: dict[str, np.ndarray],
-                    stamp: Provenance | None = None, *, step: int = 0, scaler: dict[str, Any] | None = None) -> None:
+                    stamp: Provenance | None = None, *, step: int = 0, skipped: int = 0,
+                    scaler: dict[str, Any] | None = None) -> None:
     """Writes a checkpoint directory: ``checkpoint.pt``, ``snapshots.npz`` (when any) and ``trial.json``.
 
     Args:
@@ -170,13 +179,16 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: l
         config: The trial, described in ``trial.json``.
         snapshots: See :func:`load_snapshots`; ``{}`` writes no ``snapshots.npz``.
         stamp: The trial's provenance; None writes ``{}``.
-        step: Optimisation steps done (not written when 0).
+        step: Optimisation steps taken (not written when 0).
+        skipped: Optimisation steps the fp16 loss scaler skipped (not written when 0).
         scaler: The fp16 gradient scaler's state (not written when empty).
     """
     state: dict[str, Any] = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                              "epoch": epoch}
     if step:
         state["step"] = step
+    if skipped:
+        state["skipped"] = skipped
     if scaler:
         state["scaler"] = scaler  # fp16 loss scale
     torch.save(state, Path(directory) / CHECKPOINT_FILE)
@@ -187,7 +199,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizers: l
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     """Reads a trial checkpoint: ``model`` state dict, ``optimizers`` (a list of state dicts) and
-    ``epoch`` (epochs done), and ``step`` / ``scaler`` when written.
+    ``epoch`` (epochs done), and ``step`` / ``skipped`` / ``scaler`` when written.
 
     Tensors only: ``torch.load(weights_only=True)`` refuses pickled objects.
 
@@ -209,6 +221,7 @@ def load_saved_trial(directory: str | Path) -> SavedTrial:
     return SavedTrial(
         model=state["model"], optimizers=list(state["optimizers"]), epoch=int(state["epoch"]),
         step=int(state.get("step", 0)),  # not written when 0
+        skipped=int(state.get("skipped", 0)),  # not written when 0 (and before it was counted)
         scaler=dict(state.get("scaler", {})),  # written for fp16 only
         snapshots=load_snapshots(directory), started_at=recorded_start(directory),
     )

@@ -30,6 +30,12 @@ from trainables.trial import TrialConfig, build_model
 __all__ = ["run_worker", "TrainState", "EpochResult"]
 
 Metrics = dict[str, float | str]  # one report: metric name -> value (node_id: a string)
+# The share of its attempted optimisation steps a trial's fp16 loss scaler may skip, checked from
+# the second epoch on (check_trained). The scaler starts at 2**16 and halves the scale at each
+# overflow, so a fresh trial skips its first steps until the scale fits (11 of the smoke conv VAE's
+# first 38), then about one in 2,000 (GradScaler's growth_interval) as it tries a doubled scale.
+# More than half skipped means the gradients overflow at every scale: the model is not training.
+MAX_SKIPPED_SHARE = 0.5
 
 
 @dataclass
@@ -42,8 +48,9 @@ class TrainState:
         optimizers: The family's optimizers, or the one of ``training.optimizer``.
         amp: Autocast and fp16 loss scaling of ``training.precision``.
         epoch: Epochs done.
-        step: Optimisation steps done.
+        step: Optimisation steps taken (an fp16 step the loss scaler skipped does not count).
         stamp: The trial's provenance (``ended_at`` set at each checkpoint).
+        skipped: Optimisation steps the fp16 loss scaler skipped (gradients overflowed).
         snapshots: Reconstructions of the fixed validation rows by epoch (``snapshots.npz``).
         snapshot_rows: Those rows (the first of the first validation pass), or None before it.
     """
@@ -55,6 +62,7 @@ class TrainState:
     epoch: int
     step: int
     stamp: Provenance
+    skipped: int = 0
     snapshots: dict[str, np.ndarray] = field(default_factory=dict)
     snapshot_rows: dict[str, torch.Tensor] | None = None
 
@@ -67,6 +75,7 @@ class EpochResult:
         terms: Each scalar loss term's mean over the pass's rows.
         rows: Rows read.
         steps: Optimisation steps taken (0 on an evaluation pass).
+        skipped: Optimisation steps the fp16 loss scaler skipped (0 on an evaluation pass).
         predictions: On evaluation passes, the model outputs' per-sample ``predictions``
             concatenated over the pass, float32 on the CPU, by name; else ``{}``.
         first_rows: On evaluation passes with ``keep_first``, the first ``keep_first`` rows of the
@@ -76,6 +85,7 @@ class EpochResult:
     terms: dict[str, float]
     rows: int
     steps: int
+    skipped: int
     predictions: dict[str, torch.Tensor]
     first_rows: dict[str, torch.Tensor] | None
 
@@ -91,8 +101,14 @@ def run_worker(config: TrialConfig, session: Session) -> None:
     Forward passes run under ``training.precision``'s autocast (:class:`~trainables.precision.Amp`).
     Loss terms accumulate on the device; the host syncs once per pass (per epoch).
 
+    ``step`` counts optimisation steps taken: a step the fp16 loss scaler skips (its gradients
+    overflowed) is not counted, and is reported in ``skipped_steps``; a ``training.steps`` budget
+    is a budget of steps taken (the trial attempts more batches when some are skipped).
+
     Raises:
-        FloatingPointError: If the training loss becomes NaN or infinite; the trial errors.
+        FloatingPointError: If the training loss becomes NaN or infinite, or the trial trained
+            nothing (see :func:`check_trained`); the trial errors.
+        ValueError: If ``training.precision`` is fp16 and the trial trains on the CPU.
         RuntimeError: If a dataset shard yields no rows.
     """
     torch.set_num_threads(max(1, config.threads))
@@ -115,9 +131,17 @@ def run_worker(config: TrialConfig, session: Session) -> None:
 def resume(config: TrialConfig, session: Session, device: torch.device) -> TrainState:
     """The trial's model, optimizers and counts: fresh, or restored from the session's checkpoint.
 
+    On the CPU a model with the ``memory_format`` ability (the conv families) trains with its
+    parameters in that format (channels_last); on CUDA it stays contiguous (not measured there yet).
+
     The weights are loaded before ``session.prepare`` (so every DDP worker starts from them) and
     the optimizer states after it (``load_state_dict`` moves them to the parameters' device).
+
+    Raises:
+        ValueError: If ``training.precision`` is fp16 and ``device`` is the CPU
+            (:func:`~trainables.precision.resolve_precision`).
     """
+    amp = Amp(config.training.precision, device)  # resolves auto; refuses fp16 on the CPU before any work
     model = build_model(config)
     saved = None
     checkpoint = session.checkpoint()
@@ -125,33 +149,39 @@ def resume(config: TrialConfig, session: Session, device: torch.device) -> Train
         with checkpoint.as_directory() as directory:
             saved = load_saved_trial(directory)
         model.load_state_dict(saved.model)
+    if device.type == "cpu" and supports(model, "memory_format"):  # channels_last for conv nets: measured
+        model = model.to(memory_format=model.memory_format)  # faster on the CPU (benchmarks/precision.py)
     stamp = provenance(device, config.threads, session.node_id, saved.started_at if saved else None,
-                       gpu_ids=session.gpu_ids)
+                       gpu_ids=session.gpu_ids, precision=amp.precision)
     model = session.prepare(model)  # on its device (DDP-wrapped with several workers) before the optimizer
     core = unwrap(model)
     if supports(core, "configure_optimizers"):
         optimizers = list(core.configure_optimizers(config.training))
     else:
         optimizers = [_optimizer(config.training, model.parameters())]
-    state = TrainState(model, core, optimizers, Amp(config.training.precision, device), epoch=0, step=0, stamp=stamp)
+    state = TrainState(model, core, optimizers, amp, epoch=0, step=0, stamp=stamp)
     if saved is not None:
         for optimizer, optimizer_state in zip(optimizers, saved.optimizers):
             optimizer.load_state_dict(optimizer_state)
-        state.epoch, state.step, state.snapshots = saved.epoch, saved.step, saved.snapshots
+        state.epoch, state.step, state.skipped = saved.epoch, saved.step, saved.skipped
+        state.snapshots = saved.snapshots
         state.amp.load_state_dict(saved.scaler)
     return state
 
 
 def train_epoch(config: TrialConfig, session: Session, state: TrainState, shard: Shard,
                 device: torch.device) -> Metrics:
-    """One training epoch (stopping at the step budget): advances ``state.epoch`` and ``state.step``.
+    """One training epoch (stopping at the step budget): advances ``state.epoch``, ``state.step``
+    (steps taken) and ``state.skipped``.
 
     Returns:
-        ``epoch``, ``step``, ``train_<term>`` per loss term, ``train_images_per_s`` (all
-        workers), ``train_rows`` (this worker's) and ``node_id`` (when on Ray).
+        ``epoch``, ``step`` (steps taken, cumulative), ``skipped_steps`` (cumulative),
+        ``train_<term>`` per loss term, ``train_images_per_s`` (all workers), ``train_rows``
+        (this worker's) and ``node_id`` (when on Ray).
 
     Raises:
-        FloatingPointError: If a training term's mean is NaN or infinite.
+        FloatingPointError: If a training term's mean is NaN or infinite, or the trial trained
+            nothing (:func:`check_trained`).
     """
     training = config.training
     state.epoch += 1
@@ -161,14 +191,40 @@ def train_epoch(config: TrialConfig, session: Session, state: TrainState, shard:
     result = _run_epoch(state.model, shard, training.batch_size, device, state.optimizers, amp=state.amp,
                         max_steps=budget)
     state.step += result.steps
+    state.skipped += result.skipped
     if not all(math.isfinite(v) for v in result.terms.values()):
         raise FloatingPointError(f"training loss became non-finite at epoch {state.epoch}: {result.terms}")
-    metrics: Metrics = {"epoch": state.epoch, "step": state.step, **{f"train_{k}": v for k, v in result.terms.items()}}
+    check_trained(state, result)
+    metrics: Metrics = {"epoch": state.epoch, "step": state.step, "skipped_steps": state.skipped,
+                        **{f"train_{k}": v for k, v in result.terms.items()}}
     metrics["train_images_per_s"] = result.rows * session.world_size / (time.perf_counter() - start)
     metrics["train_rows"] = result.rows  # rows this worker read this epoch
     if session.node_id is not None:
         metrics["node_id"] = session.node_id  # which Ray node trained it
     return metrics
+
+
+def check_trained(state: TrainState, result: EpochResult) -> None:
+    """Errors a trial whose numbers would be an untrained model's: one that has taken no
+    optimisation step, whose epoch took none of the steps it attempted, or (from its second epoch)
+    whose loss scaler skipped more than :data:`MAX_SKIPPED_SHARE` of the steps it attempted.
+
+    Raises:
+        FloatingPointError: One line: how many steps the loss scaler skipped of how many, and why.
+    """
+    attempted = state.step + state.skipped
+    if state.step and result.steps and not (state.epoch > 1 and state.skipped > MAX_SKIPPED_SHARE * attempted):
+        return
+    if state.step == 0:
+        what = f"{state.skipped} of {attempted} optimisation steps (gradients overflowed); nothing was trained"
+    elif result.steps == 0:
+        what = (f"all {result.skipped} optimisation steps of epoch {state.epoch} (gradients overflowed); "
+                f"the model stopped training")
+    else:
+        what = (f"{state.skipped} of {attempted} optimisation steps by epoch {state.epoch}, more than "
+                f"{MAX_SKIPPED_SHARE:.0%} (gradients overflowed); the model is not training")
+    raise FloatingPointError(f"training.precision={state.amp.precision}: the loss scaler skipped {what}; "
+                             f"use training.precision bf16 or fp32")
 
 
 def validate(config: TrialConfig, state: TrainState, shard: Shard, device: torch.device) -> Metrics:
@@ -217,7 +273,8 @@ def checkpoint_and_report(config: TrialConfig, session: Session, state: TrainSta
     # Ray copies the checkpoint into the trial's storage during report(); the local copy then goes.
     with tempfile.TemporaryDirectory(prefix="vae-study-ckpt-") as checkpoint_dir:
         save_checkpoint(checkpoint_dir, state.core, state.optimizers, state.epoch, config, state.snapshots,
-                        state.stamp, step=state.step, scaler=state.amp.state_dict())
+                        state.stamp, step=state.step, skipped=state.skipped,
+                        scaler=state.amp.state_dict())
         session.report(metrics, checkpoint_dir)
 
 
@@ -276,10 +333,12 @@ def _optimizer(training: TrainingSpec, params) -> torch.optim.Optimizer:
 def _run_epoch(model: torch.nn.Module, shard: Shard, batch_size: int, device: torch.device,
                optimizers: list[torch.optim.Optimizer] | None, keep_first: int = 0, amp: Amp | None = None,
                max_steps: int | None = None) -> EpochResult:
-    """One pass over ``shard``; trains when ``optimizers`` are given (at most ``max_steps`` steps).
+    """One pass over ``shard``; trains when ``optimizers`` are given (until ``max_steps`` steps are taken).
 
     Loss terms accumulate on the device (float64, weighted by rows) and come to the host in one
-    transfer at the end of the pass: the pass syncs the host once, not once per batch.
+    transfer at the end of the pass: the pass syncs the host once, not once per batch. Steps are
+    counted by ``amp`` (:class:`~trainables.precision.Amp`: fp16 steps the loss scaler skipped are
+    not taken), on the host without a sync of its own.
 
     Raises:
         RuntimeError: If the shard yields no rows.
@@ -288,13 +347,13 @@ def _run_epoch(model: torch.nn.Module, shard: Shard, batch_size: int, device: to
     sums: dict[str, torch.Tensor] = {}
     collected: dict[str, list[torch.Tensor]] = {}
     first = None
-    seen = steps = 0
+    seen = 0
+    taken, skipped = amp.taken, amp.skipped
     for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
-        if max_steps is not None and steps >= max_steps:
+        if max_steps is not None and amp.taken - taken >= max_steps:
             break
         if optimizers is not None:
             terms = _train_step(model, batch, optimizers, amp)
-            steps += 1
         else:  # only evaluation passes score predictions; training ones would copy them for nothing
             terms = _eval_step(model, batch, amp, collected)
             if keep_first and first is None:
@@ -309,7 +368,8 @@ def _run_epoch(model: torch.nn.Module, shard: Shard, batch_size: int, device: to
     names = list(sums)
     totals = torch.stack([sums[name] for name in names]).cpu().tolist() if names else []  # the one host sync
     predictions = {name: torch.cat(parts).float().cpu() for name, parts in collected.items()}
-    return EpochResult({name: total / seen for name, total in zip(names, totals)}, seen, steps, predictions, first)
+    return EpochResult({name: total / seen for name, total in zip(names, totals)}, seen, amp.taken - taken,
+                       amp.skipped - skipped, predictions, first)
 
 
 def _train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizers: list[torch.optim.Optimizer],

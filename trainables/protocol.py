@@ -57,10 +57,14 @@ class ModelAbilities(Protocol):
         num_classes: Classes a conditional model conditions on (int >= 1); its labels lie in
             ``[0, num_classes)``, and its ``sample(num, generator, labels=...)`` takes labels
             ``(num,)``.
+        memory_format: The memory format the model trains faster in on the CPU
+            (``torch.channels_last`` for the conv families: ``benchmarks/precision.py``); the loop
+            puts its parameters in it (convolutions then run in it whatever their input's format).
     """
 
     latent_dim: int
     num_classes: int
+    memory_format: torch.memory_format
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs ``(B, ...)`` float32 -> posterior ``(mu, logvar)``, each float32 ``(B, latent_dim)``.

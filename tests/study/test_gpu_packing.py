@@ -50,3 +50,15 @@ def test_a_gpu_trial_without_cuda_is_refused_before_ray_in_one_line(tmp_path):
     assert error.startswith("error: resources.gpus_per_trial:"), error
     assert "has no CUDA" in error and "resources.cpu_fallback" in error, error
     assert not (tmp_path / "studies").exists() and "Traceback" not in proc.stderr
+
+
+def test_an_fp16_trial_that_falls_back_to_the_cpu_fails_in_one_line(tmp_path):
+    """The spec lets fp16 through for a trial that asks for a GPU; falling back to the CPU, the trial
+    meets the CPU's fp16 refusal when it starts (trainables.precision.resolve_precision)."""
+    proc = run(tmp_path, "search_space.beta.choices=[1]", "resources.gpus_per_trial=0.5", "resources.cpu_fallback=true",
+               "training.precision=fp16", "training.epochs=1")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "studies" / "smoke" / "trials.parquet")
+    (error,) = trials["error"]
+    assert "training.precision: this trial trains on the CPU, but fp16 trains on CUDA GPUs only" in error, error
+    assert "1 trial(s) errored" in proc.stderr.splitlines()[-1]

@@ -400,3 +400,10 @@ def test_resume_refuses_a_directory_owned_by_another_user(tmp_path, capsys, data
     fake_study(tmp_path, data, capsys)
     monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
     refuse(capsys, smoke(tmp_path / "studies", data), "owned by uid", "like code")
+
+
+def test_fp16_on_the_cpu_refused_before_ray(tmp_path, capsys, data):
+    storage = tmp_path / "studies"
+    refuse(capsys, smoke(storage, data, "training.precision=fp16"), "training.precision: ",
+           "fp16 trains on CUDA GPUs only")
+    assert not storage.exists()

@@ -137,6 +137,7 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
 
     from analysis.results import StudyDir
     from study.results import write_results
+    from trainables.precision import resolve_precision
 
     study_dir = tmp_path / "smoke"
     shutil.copytree(smoke_study[0], study_dir, symlinks=True)
@@ -144,9 +145,10 @@ def test_provenance_is_the_trials_and_survives_a_rebuild(smoke_study, tmp_path, 
     for _, row in before.iterrows():
         stamped = json.loads((study_dir / row["checkpoint_path"] / "trial.json").read_text())["provenance"]
         for key in ("torch_version", "ray_version", "optuna_version", "numpy_version", "git_sha", "git_dirty",
-                    "hostname", "device", "threads", "started_at", "ended_at"):
+                    "hostname", "device", "precision", "threads", "started_at", "ended_at"):
             assert row[key] == stamped[key] or (row[key] is None and stamped[key] is None), key
         assert row["device"] == "cpu" and row["started_at"] <= row["ended_at"]
+        assert row["precision"] == resolve_precision("auto", "cpu")  # the smoke spec leaves precision at auto
     monkeypatch.setattr(torch, "__version__", "99.0-rebuilt-elsewhere")
     write_results(StudyDir(study_dir))
     after = pd.read_parquet(study_dir / "trials.parquet")

@@ -229,6 +229,12 @@ BAD_SPECS = [
     pytest.param(_set("family", beta=2), ["search_space.beta: beta is both fixed in family and searched"],
                  id="fixed-and-searched"),
     pytest.param(_set(None, training=[1]), ["training:", "valid dictionary"], id="training-not-a-mapping"),
+    pytest.param(_set("training", precision="fp16"),
+                 ["training.precision: the trials train on the CPU (resources.gpus_per_trial: 0)",
+                  "fp16 trains on CUDA GPUs only", "use bf16"], id="fp16-on-the-cpu"),
+    pytest.param(_search({"type": "categorical", "choices": ["fp32", "fp16"]}, key="precision"),
+                 ["search_space.precision: the trials train on the CPU", "fp16 trains on CUDA GPUs only"],
+                 id="fp16-searched-on-the-cpu"),
 ]
 
 
@@ -265,6 +271,19 @@ def test_unparsable_spec_raises_one_line_naming_the_file(tmp_path, text, fragmen
     assert msg.startswith(f"{path}: "), msg
     for fragment in fragments:
         assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+def test_precision_is_auto_unless_set():
+    assert load_spec(SMOKE).training.precision == "auto"
+    assert load_spec(SMOKE, ["training.precision=fp32"]).training.precision == "fp32"
+    assert "training.precision" in load_error(SMOKE, ["training.precision=fp64"])
+
+
+def test_fp16_is_accepted_for_trials_on_a_gpu(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["training"]["precision"] = "fp16"
+    data["resources"]["gpus_per_trial"] = 1
+    assert load_spec(write_spec(tmp_path, data)).training.precision == "fp16"
 
 
 def test_missing_spec_file_names_it(tmp_path):

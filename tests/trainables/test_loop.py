@@ -185,8 +185,8 @@ def test_reports_carry_the_family_epoch_metrics(tmp_path, data):
 
 def test_val_terms_are_the_eval_mode_losses_of_the_reported_model(tmp_path, data):
     # val_* are means over the val rows of the eval-mode terms (one sampled z per row: the ELBO
-    # estimate) of the model saved at that epoch.
-    session = run(tmp_path, data, trial(epochs=1))
+    # estimate) of the model saved at that epoch. In fp32, as the model is scored here.
+    session = run(tmp_path, data, with_training(trial(epochs=1), precision="fp32"))
     family = get_family("conv_vae")
     model = family.model_cls(family.config_cls(**FAMILY_CONFIG), INPUT_SHAPE)
     model.load_state_dict(load_checkpoint(session.checkpoints[0])["model"])
@@ -428,16 +428,117 @@ def test_fp32_trains_bit_for_bit_as_a_plain_loop(tmp_path, data):
         assert torch.equal(a, b), name
 
 
+def with_training(config: TrialConfig, **changes) -> TrialConfig:
+    return replace(config, training=config.training.model_copy(update=changes))
+
+
+def adam_steps(checkpoint: Path) -> int:
+    """The steps the checkpoint's (first) Adam applied: its per-parameter step count."""
+    return int(load_checkpoint(checkpoint)["optimizers"][0]["state"][0]["step"])
+
+
+def overflowing(monkeypatch, when):
+    """Makes the trial's model overflow its gradients (times inf) on the backward passes ``when(n)``
+    picks, n counting from 0: the fp16 loss scaler then skips those steps."""
+    from trainables import loop
+
+    build = loop.build_model
+
+    def build_model(config):
+        model = build(config)
+        calls = iter(range(1_000_000))
+        weight = next(model.parameters())
+        weight.register_hook(lambda grad: grad * math.inf if when(next(calls)) else grad)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build_model)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains(tmp_path, data, precision):
-    config = trial(epochs=4)
-    config = replace(config, training=config.training.model_copy(update={"precision": precision}))
+def test_mixed_precision_trains(tmp_path, data, precision, fp16_on_cpu):
+    # Batches of 4: 16 steps an epoch, more than the fp16 scaler skips while its scale settles.
+    config = with_training(trial(epochs=4), precision=precision, batch_size=4)
     session = run(tmp_path, data, config)
     losses = [r["train_loss"] for r in session.reports]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.8 * losses[0], losses
     state = load_checkpoint(session.checkpoints[-1])
     assert ("scaler" in state) == (precision == "fp16")
+    for epoch, report in enumerate(session.reports, start=1):
+        assert report["step"] + report["skipped_steps"] == 16 * epoch  # every batch attempted
+    assert session.reports[-1]["step"] == adam_steps(session.checkpoints[-1])
+    if precision == "bf16":
+        assert [r["skipped_steps"] for r in session.reports] == [0] * 4
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_the_trial_records_the_precision_it_trained_in(tmp_path, data, precision):
+    from trainables.precision import resolve_precision
+
+    session = run(tmp_path, data, with_training(trial(epochs=1), precision=precision))
+    stamp = json.loads((session.checkpoints[-1] / TRIAL_FILE).read_text())["provenance"]
+    assert stamp["precision"] == (resolve_precision("auto", "cpu") if precision == "auto" else precision)
+    assert stamp["precision"] in ("fp32", "bf16")
+
+
+def test_a_conv_family_trains_in_channels_last_on_the_cpu(tmp_path, data):
+    session = run(tmp_path, data, trial(epochs=1))
+    weights = {k: v for k, v in session.prepared_state.items() if v.dim() == 4}  # as handed to prepare
+    assert weights and all(v.is_contiguous(memory_format=torch.channels_last) for v in weights.values())
+    family = get_family("conv_vae")
+    model = family.model_cls(family.config_cls(**FAMILY_CONFIG), INPUT_SHAPE)
+    model.load_state_dict(load_checkpoint(session.checkpoints[-1])["model"])  # a contiguous model reads it
+
+
+def test_fp32_counts_every_batch_as_a_step(tmp_path, data):
+    session = run(tmp_path, data, trial(epochs=2))
+    assert [(r["step"], r["skipped_steps"]) for r in session.reports] == [(4, 0), (8, 0)]
+    assert adam_steps(session.checkpoints[-1]) == 8
+
+
+def test_skipped_fp16_steps_are_not_counted_and_the_budget_counts_steps_taken(tmp_path, data, fp16_on_cpu,
+                                                                             monkeypatch):
+    overflowing(monkeypatch, lambda n: 20 <= n < 23)  # three more skips in epoch 2, after the scale settled
+    config = with_training(trial(epochs=1), precision="fp16", batch_size=4, steps=30)
+    session = run(tmp_path, data, config)
+    steps = [r["step"] for r in session.reports]
+    skipped = [r["skipped_steps"] for r in session.reports]
+    assert steps[-1] == 30 == adam_steps(session.checkpoints[-1])  # the budget: 30 steps applied
+    assert skipped[1] >= skipped[0] + 3  # the injected overflows
+    batches = np.cumsum([r["train_rows"] for r in session.reports]) // 4
+    assert [a + b for a, b in zip(steps, skipped)] == list(batches)  # taken + skipped = attempted
+    assert load_checkpoint(session.checkpoints[-1])["skipped"] == skipped[-1]
+
+
+def test_a_trial_whose_every_step_overflows_errors(tmp_path, data, fp16_on_cpu, monkeypatch):
+    overflowing(monkeypatch, lambda n: True)
+    session = FakeSession(tmp_path, *data)
+    config = with_training(trial(epochs=3), precision="fp16")
+    with pytest.raises(FloatingPointError, match=r"^training\.precision=fp16: the loss scaler skipped 4 of 4 "
+                                                 r"optimisation steps \(gradients overflowed\); nothing was trained"):
+        run_worker(config, session)
+    assert session.reports == []  # no untrained numbers reported
+
+
+def test_an_epoch_that_takes_no_step_errors(tmp_path, data, fp16_on_cpu, monkeypatch):
+    overflowing(monkeypatch, lambda n: n >= 16)  # every step from epoch 2 on
+    session = FakeSession(tmp_path, *data)
+    config = with_training(trial(epochs=3), precision="fp16", batch_size=4)
+    with pytest.raises(FloatingPointError, match="skipped all 16 optimisation steps of epoch 2"):
+        run_worker(config, session)
+    assert [r["epoch"] for r in session.reports] == [1]
+
+
+def test_a_trial_skipping_more_than_half_its_steps_errors(tmp_path, data, fp16_on_cpu, monkeypatch):
+    from trainables.loop import MAX_SKIPPED_SHARE
+
+    overflowing(monkeypatch, lambda n: n >= 16 and n % 4)  # 12 of epoch 2's 16 steps
+    session = FakeSession(tmp_path, *data)
+    config = with_training(trial(epochs=3), precision="fp16", batch_size=4)
+    with pytest.raises(FloatingPointError, match=r"of 32 optimisation steps by epoch 2, more than 50%") as info:
+        run_worker(config, session)
+    skipped = int(str(info.value).split("skipped ")[1].split(" of")[0])
+    assert skipped > MAX_SKIPPED_SHARE * 32 and skipped >= 12 + session.reports[0]["skipped_steps"]
 
 
 def test_step_budget_stops_mid_epoch_and_evaluates_once(tmp_path, data):
@@ -447,3 +548,12 @@ def test_step_budget_stops_mid_epoch_and_evaluates_once(tmp_path, data):
     assert [r["step"] for r in session.reports] == [4, 8, 10]
     assert [("mig" in r) for r in session.reports] == [False, False, True]
     assert load_checkpoint(session.checkpoints[-1])["step"] == 10
+
+
+def test_fp16_on_a_cpu_device_is_refused_when_the_trial_starts(tmp_path, data):
+    """A trial that asked for a GPU and fell back to the CPU (resources.cpu_fallback) meets the
+    spec's refusal at run time, before it trains."""
+    session = FakeSession(tmp_path, *data, device="cpu")
+    with pytest.raises(ValueError, match=r"^training\.precision: this trial trains on the CPU, but fp16"):
+        run_worker(with_training(trial(epochs=1), precision="fp16"), session)
+    assert session.reports == [] and session.prepared_state is None

@@ -14,7 +14,7 @@ def test_the_declared_abilities():
     assert METHOD_ABILITIES == {"encode", "decode", "reconstruction_nll", "generate", "sample", "reconstruct",
                                 "predict", "training_step", "configure_optimizers", "validation_metrics",
                                 "config_metrics", "check_setup"}
-    assert ATTRIBUTE_ABILITIES == {"latent_dim", "num_classes"}
+    assert ATTRIBUTE_ABILITIES == {"latent_dim", "num_classes", "memory_format"}
     assert ABILITIES == METHOD_ABILITIES | ATTRIBUTE_ABILITIES
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainables.likelihoods import build_likelihood
@@ -59,6 +60,10 @@ class ConvVAE(VAE):
     Raises:
         ValueError: If the image size does not fit the number of stride-2 layers.
     """
+
+    # The ability of trainables.protocol: channels_last (NHWC) weights train the main job's step
+    # ~1.2x faster in fp32 and ~1.3x in bf16 on this CPU (benchmarks/precision.py).
+    memory_format = torch.channels_last
 
     @classmethod
     def check_setup(cls, config: ConvVAEConfig, training, data) -> None:
