@@ -117,3 +117,16 @@ def test_a_table_without_study_information_is_refused_with_the_rebuild_command(s
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "python -m study.results" in proc.stderr and "trials.parquet" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    pytest.param(["s", "--metrics", "mig", "--num-train", "x"], "argument --num-train:", id="not-a-number"),
+    pytest.param(["s"], "--metrics", id="missing-metrics"),
+])
+def test_cli_refuses_bad_flags_in_one_line(capsys, argv, fragment):
+    from analysis.rescore import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.results import TRIALS_FILE, StudyDir, load_trials, resolve_checkpoint
 from study.spec import load_spec
@@ -150,3 +151,12 @@ def test_an_epoch_run_again_counts_once_the_later_run_kept():
     assert _current_lineage(reports) == [{"epoch": 1, "loss": 4.9}, {"epoch": 2, "loss": 3.9},
                                          {"epoch": 3, "loss": 3.0}]
     assert _current_lineage([{"loss": 1.0}]) == [{"loss": 1.0}]
+
+
+def test_table_rebuild_flags_are_refused_in_one_line(capsys):
+    from study.results import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["a", "b"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: unrecognized arguments: b"), err
