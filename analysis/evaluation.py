@@ -26,13 +26,17 @@ class MetricUnavailable(ValueError):
     """A requested metric cannot be computed for this model or data; the message says why."""
 
 
-def metric_requirement(name: str, *, has_factors: bool, model_cls: type) -> str | None:
+def metric_requirement(name: str, *, has_factors: bool, model_cls: type,
+                       varying_factors: int | None = None) -> str | None:
     """Why metric ``name`` cannot be computed for a family on a dataset, or None when it can.
 
     Args:
         name: A key of :data:`analysis.metrics.METRICS`.
         has_factors: Whether the dataset's held-out rows carry ground-truth factors.
         model_cls: The family's module class (its abilities are checked).
+        varying_factors: Factors taking more than one value among the held-out rows, or None when
+            not known (not checked). A metric that scores codes against factors
+            (:attr:`~analysis.metrics.Metric.scores_factors`) needs at least one.
 
     Raises:
         KeyError: If ``name`` is not a metric of the suite.
@@ -42,6 +46,9 @@ def metric_requirement(name: str, *, has_factors: bool, model_cls: type) -> str 
         return None if supports(model_cls, "sample") else f"{name} needs model samples, and the family has no `sample`"
     if not has_factors:
         return f"{name} needs ground-truth factors, and the dataset has none"
+    if metric.scores_factors and varying_factors == 0:
+        return (f"{name} scores codes against ground-truth factors, and every ground-truth factor is constant in "
+                "the held-out rows")
     if not supports(model_cls, "encode"):
         return f"{name} scores codes, and the family has no encoder (`encode`)"
     return None
@@ -79,11 +86,13 @@ class Evaluator:
             Each metric's result keys (``mig``, ``sample_mmd``, ...) with their values.
 
         Raises:
-            MetricUnavailable: If a metric cannot be computed (no factors, no encoder, no samples).
+            MetricUnavailable: If a metric cannot be computed (no factors, every factor constant,
+                no encoder, no samples).
         """
         results: dict[str, float] = {}
         for name in self.metrics:
-            reason = metric_requirement(name, has_factors=self.ground_truth is not None, model_cls=type(model))
+            reason = metric_requirement(name, has_factors=self.ground_truth is not None, model_cls=type(model),
+                                        varying_factors=self._varying_factors())
             if reason is not None:
                 raise MetricUnavailable(f"evaluation.metrics: {reason}")
             metric = METRICS[name]
@@ -97,6 +106,13 @@ class Evaluator:
         if missing:
             raise MetricUnavailable(f"evaluation.metrics: {missing[0]!r} was not produced")
         return results
+
+    def _varying_factors(self) -> int | None:
+        """Factors of :attr:`ground_truth` that take more than one value (None without ground truth)."""
+        if self.ground_truth is None:
+            return None
+        factors = self.ground_truth.factors  # (N, num_factors)
+        return int(sum(len(np.unique(factors[:, i])) > 1 for i in range(factors.shape[1])))
 
 
 def _sampler(model: torch.nn.Module) -> Callable[[int, np.random.Generator], np.ndarray]:

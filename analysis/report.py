@@ -15,7 +15,6 @@ Writes into ``STUDY_DIR/report/``:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import html
 import os
@@ -33,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
-from analysis.cli import one_line  # noqa: E402
+from analysis.cli import ArgumentParser, one_line  # noqa: E402
 from analysis.metrics import metric_key_modes  # noqa: E402
 from analysis.results import (EPOCHS_FILE, REPORT_DIR, TRIALS_FILE, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
                               StudyLock, best_trial, is_directory, load_epochs, load_trials, require_columns)
@@ -298,7 +297,7 @@ def _html(name: str, sections: list[tuple[str, str]], table: pd.DataFrame, best:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description="Write a study's report.")
+    parser = ArgumentParser(prog="python -m analysis.report", description="Write a study's report.")
     parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
     parser.add_argument("--out", default=None, help="a local directory for the report (default: the study's report/)")
     parser.add_argument("--no-model-figures", action="store_true",

@@ -9,7 +9,6 @@ with the trial's seed, so rescoring twice gives the same values.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
-from analysis.cli import one_line
+from analysis.cli import ArgumentParser, one_line
 from analysis.metrics import METRICS
 from analysis.results import (TRIALS_FILE, StudyDir, StudyFileError, StudyLock, load_trials, require_columns,
                               resolve_checkpoint)
@@ -79,7 +78,7 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.rescore", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.rescore", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
     parser.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(sorted(METRICS))}")
     parser.add_argument("--num-train", type=int, default=None, help="samples per metric, > 0 (default: the study's evaluation.num_train)")

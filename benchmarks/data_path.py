@@ -66,6 +66,7 @@ sys.path.insert(0, str(REPO))
 import h5py  # noqa: E402
 import torch  # noqa: E402
 
+from analysis.cli import ArgumentParser, directory, existing_file, float_in, int_in  # noqa: E402
 from datasets.hdf5 import open_hdf5  # noqa: E402
 from datasets.jets import IMAGE_KEY, SCALAR_KEYS, JetsOptions, _datasets, load_jets, write_synthetic  # noqa: E402
 from datasets.remote import BlockCachedFile  # noqa: E402
@@ -357,22 +358,9 @@ def memory(files: dict[float, Path], args, uri: str | None) -> int:
 
 
 def _check_args(args) -> str | None:
-    """The first bad flag value as one line (``--sizes-gb: ...``), or None."""
+    """The first bad combination of flags as one line (``--uri: ...``), or None (each flag's own range
+    is checked where argparse reads it)."""
     checks = [
-        (all(0 < s < float("inf") for s in args.sizes_gb), f"--sizes-gb: every size must be > 0 GB, but got "
-                                                          f"{' '.join(f'{s:g}' for s in args.sizes_gb)}"),
-        (4 <= args.image_size <= 1024, f"--image-size: must be in [4, 1024], but got {args.image_size}"),
-        (args.batch_size >= 1, f"--batch-size: must be >= 1, but got {args.batch_size}"),
-        (args.block_rows is None or args.block_rows >= 1, f"--block-rows: must be >= 1, but got {args.block_rows}"),
-        (1 <= args.stats_rows <= 1_000_000, f"--stats-rows: must be in [1, 1000000], but got {args.stats_rows}"),
-        (args.read_concurrency >= 1, f"--read-concurrency: must be >= 1, but got {args.read_concurrency}"),
-        (args.epochs >= 1, f"--epochs: must be >= 1, but got {args.epochs}"),
-        (args.num_cpus >= 1, f"--num-cpus: must be >= 1, but got {args.num_cpus}"),
-        (args.threads >= 1, f"--threads: must be >= 1, but got {args.threads}"),
-        (0 < args.sample_s <= 60, f"--sample-s: must be in (0, 60] seconds, but got {args.sample_s}"),
-        (0 < args.memory_budget_gb < float("inf"), f"--memory-budget-gb: must be > 0, but got {args.memory_budget_gb}"),
-        (args.throughput_file is None or args.throughput_file.is_file(),
-         f"--throughput-file: {args.throughput_file}: no such file"),
         (args.uri is None or (is_uri(args.uri) and args.uri.split("://", 1)[1].strip("/")),
          f"--uri: expected a URI such as s3://bucket/prefix, but got {args.uri!r}"),
         (args.uri is None or args.skip_rss or max(args.sizes_gb) > args.memory_budget_gb,
@@ -385,31 +373,35 @@ def _check_args(args) -> str | None:
 def _parser() -> argparse.ArgumentParser:
     """The command line of :func:`main` (``--rss-child`` and ``--serve-s3``, hidden, run
     :func:`rss_child` and the loopback S3 server)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes-gb", type=float, nargs="+", default=[1.0, 8.0], help="synthetic file sizes (GB)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/vae-study-data-path"),
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes-gb", type=float_in(0, 10_000, low_open=True), nargs="+", default=[1.0, 8.0],
+                        help="synthetic file sizes (GB), each > 0")
+    parser.add_argument("--workdir", type=directory, default="/tmp/vae-study-data-path",
                         help="where the synthetic files are written (and reused)")
-    parser.add_argument("--throughput-file", type=Path, default=None,
+    parser.add_argument("--throughput-file", type=existing_file, default=None,
                         help="file of the throughput part (default: the largest synthetic file)")
     parser.add_argument("--uri", default=None,
                         help="also stream the largest file from <uri>/<its name> (uploaded unless there), e.g. "
                              "s3://bucket/prefix; a loopback AWS_ENDPOINT_URL gets a moto server")
-    parser.add_argument("--memory-budget-gb", type=float, default=1.0,
+    parser.add_argument("--memory-budget-gb", type=float_in(0, 100_000, low_open=True), default=1.0,
                         help="the driver's memory budget that the object streamed from --uri exceeds (GB)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int_in(4, 1024), default=32)
     parser.add_argument("--image-mode", choices=["pad", "crop", "resize"], default="resize")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--block-rows", type=int, default=None,
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=128)
+    parser.add_argument("--block-rows", type=int_in(1), default=None,
                         help="rows per read task / split block (default 512, or a tenth of a smaller file)")
-    parser.add_argument("--stats-rows", type=int, default=2048)
-    parser.add_argument("--read-concurrency", type=int, default=JetsOptions.model_fields["read_concurrency"].default,
+    parser.add_argument("--stats-rows", type=int_in(1, 1_000_000), default=2048)
+    parser.add_argument("--read-concurrency", type=int_in(1),
+                        default=JetsOptions.model_fields["read_concurrency"].default,
                         help="Ray Data read tasks at once (dataset.read_concurrency)")
-    parser.add_argument("--epochs", type=int, default=2, help="throughput epochs per path (the last is compared)")
-    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training epoch")
-    parser.add_argument("--sample-s", type=float, default=0.25, help="RSS sampling interval")
+    parser.add_argument("--epochs", type=int_in(1, 1000), default=2,
+                        help="throughput epochs per path (the last is compared)")
+    parser.add_argument("--num-cpus", type=int_in(1), default=2, help="CPUs of the local Ray")
+    parser.add_argument("--threads", type=int_in(1), default=1, help="torch threads of the training epoch")
+    parser.add_argument("--sample-s", type=float_in(0, 60, low_open=True), default=0.25,
+                        help="RSS sampling interval (seconds)")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-s3", type=int, default=None, help=argparse.SUPPRESS)
     return parser

@@ -15,7 +15,6 @@ Last line: ``packing_speedup=<best total images/s / K=1 images/s>`` (same precis
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -27,8 +26,13 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from analysis.cli import ArgumentParser, comma_list, int_in  # noqa: E402
+
 CONFIG = REPO / "configs" / "beta_sweep_gpu.yaml"
 BETAS = [1, 2, 4, 6, 8, 16, 32, 64]
+PRECISIONS = ("fp32", "bf16", "fp16")  # training.precision
 
 
 class GpuSampler(threading.Thread):
@@ -80,11 +84,14 @@ def run_packed(k: int, precision: str, steps: int, variant: str, storage: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=6000, help="step budget per trial (default 6000)")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int_in(1, 100_000_000), default=6000,
+                        help="step budget per trial (default 6000)")
     parser.add_argument("--variant", choices=["grid", "full"], default="grid")
-    parser.add_argument("--ks", default="1,2,4,8")
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--ks", type=comma_list(int_in(1, len(BETAS))), default="1,2,4,8",
+                        help=f"trials packed on the GPU, comma-separated, each 1-{len(BETAS)}")
+    parser.add_argument("--precisions", type=comma_list(choices=PRECISIONS), default="fp32,bf16",
+                        help=f"comma-separated, of {', '.join(PRECISIONS)}")
     args = parser.parse_args(argv)
     import torch
 
@@ -95,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; {args.steps} steps per trial", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vae-study-gpu-") as storage:
-        for precision in args.precisions.split(","):
-            for k in (int(v) for v in args.ks.split(",")):
+        for precision in args.precisions:
+            for k in args.ks:
                 row = run_packed(k, precision, args.steps, args.variant, Path(storage))
                 rows.append(row)
                 print(f"K={k} {precision}: total {row['total_img_s']:,.0f} img/s, per trial "

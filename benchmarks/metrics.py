@@ -25,7 +25,6 @@ Last line: ``suite_seconds=<total wall time of the suite, fast DCI>``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from analysis.cli import ArgumentParser, existing_file, int_in, one_line  # noqa: E402
 from analysis.metrics.dci import FAST_TREE_PARAMS, compute_dci  # noqa: E402
 from analysis.metrics.gaussian_tc import compute_gaussian_tc  # noqa: E402
 from analysis.metrics.mig import compute_mig  # noqa: E402
@@ -43,6 +43,7 @@ from analysis.metrics.modularity_explicitness import compute_modularity_explicit
 from analysis.metrics.sap import compute_sap  # noqa: E402
 from datasets.base import ArrayGroundTruthData  # noqa: E402
 from datasets.dsprites import GRID_PATH, load_dsprites  # noqa: E402
+from datasets.registry import DataError  # noqa: E402
 
 try:
     from analysis.metrics.factor_vae import compute_factor_vae  # noqa: E402
@@ -53,7 +54,7 @@ try:
 except ImportError:
     compute_beta_vae = None
 
-DATA = Path(os.environ.get("DSPRITES_DOWNSAMPLED", GRID_PATH))  # default: the grid shipped in the package
+DATA = os.environ.get("DSPRITES_DOWNSAMPLED") or str(GRID_PATH)  # default: the grid shipped in the package
 LATENT_DIM = 10
 
 
@@ -110,14 +111,19 @@ class SyntheticEncoder:
         return self.table[x.reshape(len(x)).astype(np.int64)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="dSprites .npz (the downsampled grid by default)")
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=existing_file, default=DATA,
+                        help="dSprites .npz (default: $DSPRITES_DOWNSAMPLED, else the grid shipped in the package)")
+    parser.add_argument("--seed", type=int_in(0), default=0, help="seeds the codes and every metric, >= 0")
     parser.add_argument("--smoke-test", action="store_true", help="1,000 codes / 200 votes, to check it runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    source = load_dsprites(args.data)
+    try:
+        source = load_dsprites(args.data)
+    except DataError as err:
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        return 2
     data = RowIndexedData(source)
     encoder = SyntheticEncoder(data.factors, data.factors_num_values, seed=args.seed)
     n_train, n_test, n_votes, n_eval = (1000, 500, 200, 100) if args.smoke_test else (10_000, 5_000, 10_000, 5_000)
@@ -165,7 +171,8 @@ def main() -> None:
     diffs = ", ".join(f"{k}={abs(fast[k] - defined[k]):.4f}" for k in defined)
     print(f"dci fast vs defined |difference|: {diffs}; fast is x{defined_seconds / seconds['dci_fast']:.1f} faster")
     print(f"suite_seconds={sum(seconds.values()):.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,14 +50,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from analysis.cli import ArgumentParser, comma_list, directory, int_in  # noqa: E402
 from analysis.metrics import compute_mig  # noqa: E402
-from datasets.registry import get_dataset  # noqa: E402
-from study.spec import load_spec  # noqa: E402
+from datasets.registry import DataError, get_dataset, split_rows  # noqa: E402
+from study.spec import SpecError, load_spec  # noqa: E402
 from trainables.trial import trial_seed  # noqa: E402
 from trainables.registry import get_family  # noqa: E402
 
 CONFIG = REPO / "configs" / "beta_sweep.yaml"
 BETAS = [1, 4, 16, 2, 8, 6]
+MODES = ("auto", "torch_trainer")  # resources.trainer of the study side
 
 
 def overrides(args, mode: str, storage: Path, name: str) -> list[str]:
@@ -153,29 +155,27 @@ def load_average() -> str:
         return "?"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=3, help="N, interleaved (plain, study) pairs; at least 1")
-    parser.add_argument("--trials", type=int, default=2, help="K, trials per side")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=12_000, help="dSprites rows used (85%% train)")
-    parser.add_argument("--num-train", type=int, default=5_000, help="samples MIG scores")
-    parser.add_argument("--modes", default="auto", help="study modes, comma-separated: auto, torch_trainer; "
-                                                        "the first gives overhead_ratio")
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int_in(1), default=3, help="N, interleaved (plain, study) pairs; at least 1")
+    parser.add_argument("--trials", type=int_in(1, len(BETAS)), default=2, help=f"K, trials per side, 1-{len(BETAS)}")
+    parser.add_argument("--epochs", type=int_in(1, 100_000), default=3)
+    parser.add_argument("--limit", type=int_in(2), default=12_000, help="dSprites rows used (85%% train)")
+    parser.add_argument("--num-train", type=int_in(2, 10_000_000), default=5_000, help="samples MIG scores")
+    parser.add_argument("--modes", type=comma_list(choices=MODES), default="auto",
+                        help="study modes, comma-separated: auto, torch_trainer; the first gives overhead_ratio")
     parser.add_argument("--smoke-test", action="store_true", help="1 pair of 1 trial, 1 epoch, 2,000 rows")
     parser.add_argument("--plain-side", action="store_true", help=argparse.SUPPRESS)  # run one plain side
-    parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--storage", type=directory, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.pairs, args.trials, args.epochs, args.limit, args.num_train = 1, 1, 1, 2_000, 500
+    _check_study(parser, args)
     if args.plain_side:
         seconds, per_trial = plain_loop(args, args.storage)
         print(json.dumps({"seconds": seconds, "per_trial": per_trial}))
-        return
-    if args.smoke_test:
-        args.pairs, args.trials, args.epochs, args.limit, args.num_train = 1, 1, 1, 2_000, 500
-    if args.pairs < 1 or not 1 <= args.trials <= len(BETAS):
-        parser.error(f"--pairs >= 1 and 1 <= --trials <= {len(BETAS)} must hold, but got "
-                     f"(pairs={args.pairs}, trials={args.trials})")
-    modes = args.modes.split(",")
+        return 0
+    modes = args.modes
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read at torch import by both sides' subprocesses
     storage = Path(tempfile.mkdtemp(prefix="vae-overhead-"))
@@ -200,7 +200,21 @@ def main() -> None:
     for mode in modes[1:]:
         print(f"overhead_ratio_{mode}={float(np.median(ratios[mode])):.3f}")
     print(f"overhead_ratio={float(np.median(ratios[modes[0]])):.3f}")
+    return 0
+
+
+def _check_study(parser: ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses (``parser.error``: one line, exit 2) flags the study the sides run would refuse: the
+    spec with these overrides, and a ``--limit`` whose val split (15%) would be empty."""
+    try:
+        spec = load_spec(CONFIG, overrides(args, MODES[0], Path(tempfile.gettempdir()), "overhead_check"))
+    except SpecError as err:
+        parser.error(f"the study these flags describe is refused: {err}")
+    try:
+        split_rows(args.limit, spec.dataset.val_fraction, spec.seed)
+    except DataError as err:
+        parser.error(f"--limit {args.limit}: {err}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

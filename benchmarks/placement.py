@@ -13,7 +13,6 @@ Last line: ``device_over_stream=<device images/s / stream images/s>``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from analysis.cli import ArgumentParser, int_in  # noqa: E402
 from datasets.device import DeviceData  # noqa: E402
 from datasets.registry import get_dataset  # noqa: E402
 
@@ -39,10 +39,10 @@ def rate(shard, epochs: int, batch_size: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int_in(1, 100_000), default=3, help="passes of each path, 1-100000")
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="rows per batch, 1-65536")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     entry = get_dataset("dsprites")
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         ray.shutdown()
     print(f"stream: {stream:,.0f} images/s (Ray Data, materialised blocks)")
     print(f"device_over_stream={device / stream:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,7 +19,6 @@ bf16_channels_last_over_fp32=<ratio>`` (channels_last ratios are over the same p
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -28,11 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch
+import torch  # noqa: E402
 
-from datasets.dsprites import GRID_PATH, load_dsprites
-from study.spec import load_spec
-from trainables.precision import Amp
+from analysis.cli import ArgumentParser, int_in  # noqa: E402
+from datasets.dsprites import GRID_PATH, load_dsprites  # noqa: E402
+from study.spec import load_spec  # noqa: E402
+from trainables.precision import Amp  # noqa: E402
 from trainables.registry import get_family
 
 CONFIG = REPO / "configs" / "beta_sweep.yaml"
@@ -76,13 +76,13 @@ def images_per_s(setup, steps: int, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=7)
+    parser.add_argument("--steps", type=int_in(1, 100_000), default=20)
+    parser.add_argument("--warmup", type=int_in(0, 100_000), default=5)
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64)
+    parser.add_argument("--threads", type=int_in(1, 1024), default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

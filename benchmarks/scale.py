@@ -36,30 +36,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from analysis.cli import ArgumentParser, directory, int_in  # noqa: E402
 CONFIG = REPO / "configs" / "toy_beta_sweep.yaml"
 CONCURRENT = 2  # trials at a time: 2 CPUs, one each
 
 
-def _positive_ints(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=_positive_ints, nargs="+", default=[10, 100, 1000], help="numbers of trials")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the studies go (default: a temp dir)")
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int_in(1, 100_000), nargs="+", default=[10, 100, 1000],
+                        help="numbers of trials")
+    parser.add_argument("--workdir", type=directory, default=None, help="where the studies go (default: a temp dir)")
     return parser.parse_args(argv)
 
 

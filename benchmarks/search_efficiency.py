@@ -74,6 +74,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from analysis.cli import ArgumentParser, int_in, output_file  # noqa: E402
+
 FAMILY = "mlp_vae"
 METRIC, MODE = "val_elbo", "max"
 # 3 x 3 x 4 x 2 = 72 points. Betas around the plain VAE, latent sizes below, at and above the data's
@@ -281,20 +283,41 @@ def main(argv: list[str] | None = None) -> int:
 
 def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, int, int, int]:
     """The command line, and the epochs, searcher seeds and trials per run it sets (``--quick`` or not)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs, 2 seeds, 12 trials per run")
-    parser.add_argument("--seeds", type=int, default=None, help="searcher seeds per method (default 5; --quick 2)")
-    parser.add_argument("--trials", type=int, default=None,
+    parser.add_argument("--seeds", type=int_in(1, 1000), default=None,
+                        help="searcher seeds per method (default 5; --quick 2)")
+    parser.add_argument("--trials", type=int_in(1, 100_000), default=None,
                         help="trials per search run (default a third of the grid; --quick 12)")
-    parser.add_argument("--curves", type=Path, default=None,
+    parser.add_argument("--curves", type=curves_file, default=None,
                         help="JSON file of the grid's curves: read if it matches the grid, else trained and written")
     args = parser.parse_args(argv)
     epochs = QUICK_EPOCHS if args.quick else MAX_EPOCHS
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     num_trials = args.trials if args.trials is not None else (12 if args.quick else len(grid_points()) // 3)
-    if seeds < 1 or num_trials < 1:
-        parser.error(f"--seeds and --trials must be >= 1, but got (seeds={seeds}, trials={num_trials})")
     return args, epochs, seeds, num_trials
+
+
+def curves_file(text: str) -> Path:
+    """``--curves``: a JSON file of curves that :func:`run_grid` wrote (read), or a new file in an
+    existing folder (written); ``~`` expanded.
+
+    Raises:
+        argparse.ArgumentTypeError: If it is a folder, its folder is missing, or it exists and does not
+            hold ``{"grid", "epochs", "curves"}``.
+    """
+    path = output_file(text)
+    if not path.exists():
+        return path
+    try:
+        saved = json.loads(path.read_text())
+        ok = isinstance(saved, dict) and {"grid", "epochs", "curves"} <= saved.keys()
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{path}: not a curves file this benchmark wrote (expected JSON with grid, "
+                                         "epochs and curves); remove it or name another file")
+    return path
 
 
 def _run_methods(curves: dict, epochs: int, seeds: int, num_trials: int, target: float) -> list[dict]:

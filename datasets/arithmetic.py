@@ -37,6 +37,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,13 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from datasets.dsprites import cache_dir
-from datasets.registry import DataError, DatasetOptions, PreparedData, register_dataset, split_rows
+from datasets.registry import DataError, DatasetOptions, PreparedData, fraction_rows, register_dataset, split_rows
 from datasets.remote import Location, child, exists, given_location, name_of, read_object, require
 from datasets.storage import is_uri
 
 __all__ = ["ArithmeticOptions", "ReadbackAccuracy", "VOCAB", "QUERY_LENGTH", "ANSWER_LENGTH", "GLYPH_SIZE",
-           "PIXEL_MAX", "ENV_PATH", "MNIST_FILES", "MNIST_TRAIN_FILES", "encode", "decode", "make_queries", "read_idx",
-           "mnist_files", "load_mnist",
+           "PIXEL_MAX", "ENV_PATH", "MNIST_FILES", "MNIST_TRAIN_FILES", "MNIST_MD5", "encode", "decode", "make_queries",
+           "read_idx", "mnist_files", "load_mnist",
            "render_operators", "compose_images", "train_readback", "prepare"]
 
 VOCAB = "0123456789+- "  # token id = index = glyph class; 12 is the blank
@@ -62,8 +63,17 @@ ANSWER_LENGTH = 3  # "198" and "-99" are the longest answers
 GLYPH_SIZE = 28  # MNIST's 28x28 pixels
 PIXEL_MAX = 255.0  # image columns hold uint8 0-255; divide by this for [0, 1]
 ENV_PATH = "MNIST_PATH"
-MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # md5 9fb629c4..., ec29112d...
-MNIST_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")  # md5 f68b3c2d..., d53e105e...
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+# The published files (yann.lecun.com/exdb/mnist): md5 of each .gz as published, and its number of
+# items. A gzip file of one of these names holding that many items claims to be the published file
+# and must match the digest (Fashion-MNIST and KMNIST use the same names and counts); see read_idx.
+MNIST_MD5 = {
+    "t10k-images-idx3-ubyte.gz": ("9fb629c4189551a2d022fa330f9573f3", 10_000),
+    "t10k-labels-idx1-ubyte.gz": ("ec29112dd5afa0611ce80d1b7f02629c", 10_000),
+    "train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 60_000),
+    "train-labels-idx1-ubyte.gz": ("d53e105ee54ea40749a09fcbcd1e9432", 60_000),
+}
 _IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803 (uint8, 3 dims) and 0x0801 (uint8, 1 dim)
 _POOL_STREAM = 0xD161  # seed streams: digit pools, train glyph draws, val glyph draws, classifier
 _TRAIN_GLYPHS, _VAL_GLYPHS, _CLASSIFIER = 0x7A1, 0x7A2, 0xC1A5
@@ -176,6 +186,12 @@ def resolve_path(path: str | Path | None) -> Location:
 def read_idx(path: Location, kind: Literal["images", "labels"]) -> np.ndarray:
     """Reads an IDX file (gzip-compressed or raw) of uint8 MNIST images or labels.
 
+    A gzip file with a published name (:data:`MNIST_MD5`; the name as given or with ``.gz`` added)
+    that holds the published number of items (10,000 ``t10k``, 60,000 ``train``) claims to be the
+    published file: its md5 must be the published one. Smaller files of those names (subsets, test
+    fixtures) and unpacked files (no digest of the unpacked content is published) are read as
+    they are.
+
     Args:
         path: The file: a local path or a URI (the object is read whole).
         kind: ``images`` (magic 2051, dims ``(N, 28, 28)``) or ``labels`` (magic 2049, ``(N,)``).
@@ -184,16 +200,19 @@ def read_idx(path: Location, kind: Literal["images", "labels"]) -> np.ndarray:
         uint8 ``(N, 28, 28)`` intensities 0-255, or uint8 ``(N,)`` labels 0-9.
 
     Raises:
-        DataError: If the file is missing, not IDX, of the other kind, truncated, or its values or
-            dimensions are not MNIST's; one line naming the file.
+        DataError: If the file is missing, corrupt gzip, not IDX, of the other kind, truncated, its
+            values or dimensions are not MNIST's, or it claims to be a published file whose md5 it
+            does not have; one line naming the file.
     """
     if not exists(path):
         raise DataError(f"{path}: no such {'object' if is_uri(path) else 'file'} (expected the MNIST IDX {kind} file)")
-    raw = read_object(path) if is_uri(path) else Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
+    packed = read_object(path) if is_uri(path) else Path(path).read_bytes()
+    compressed = packed[:2] == b"\x1f\x8b"
+    raw = packed
+    if compressed:
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+            raw = gzip.decompress(packed)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; damaged deflate data a zlib.error
             raise DataError(f"{path}: corrupt gzip data ({err})") from None
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != _IDX_MAGIC[kind]:
@@ -206,10 +225,26 @@ def read_idx(path: Location, kind: Literal["images", "labels"]) -> np.ndarray:
     size = int(np.prod(dims))
     if len(raw) != 4 + 4 * ndim + size:
         raise DataError(f"{path}: {len(raw) - 4 - 4 * ndim} data bytes, expected {size} for dimensions {dims}")
+    if compressed:
+        _check_published(path, packed, dims[0])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     if kind == "labels" and data.size and data.max() > 9:
         raise DataError(f"{path}: labels must be digits 0-9, but the largest is {data.max()}")
     return data.copy()
+
+
+def _check_published(path: Location, packed: bytes, count: int) -> None:
+    """Refuses a gzip file that claims to be a published MNIST file (its name and item count) but
+    lacks the published md5 (:data:`MNIST_MD5`)."""
+    name = name_of(path)
+    expected, published_count = MNIST_MD5.get(name if name.endswith(".gz") else f"{name}.gz", (None, None))
+    if expected is None or count != published_count:
+        return
+    found = hashlib.md5(packed).hexdigest()
+    if found != expected:
+        raise DataError(f"{path}: md5 {found}, expected {expected} (the published MNIST file of that name, "
+                        f"{published_count} items); the file is damaged, another data set (Fashion-MNIST, KMNIST) or "
+                        "recompressed: use the published .gz")
 
 
 def mnist_files(folder: Location) -> list[tuple[Location, Location]]:
@@ -592,7 +627,7 @@ def prepare(options: ArithmeticOptions, seed: int) -> PreparedData:
     query, answer = encode(texts, QUERY_LENGTH), encode(answers, ANSWER_LENGTH)
     train_rows, val_rows = split_rows(len(query), options.val_fraction, seed, options.limit)
     stored_train = len(train_rows)
-    num_train = round(options.train_fraction * stored_train)
+    num_train = fraction_rows(options.train_fraction, stored_train)
     if num_train < 1:
         raise DataError(f"dataset.train_fraction={options.train_fraction} of {stored_train} train queries keeps none")
     info: dict[str, Any] = {

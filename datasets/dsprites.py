@@ -33,6 +33,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,7 @@ FULL_NUM_IMAGES = 737_280  # every combination of FULL_FACTOR_SIZES once
 GRID_PATH = Path(__file__).resolve().parent / "data" / "dsprites_downsampled.npz"
 GRID_SHA256 = "8a632f70c0dbd279dd771854981a3de945b2448eddbd9b2af59fb83e8728f871"
 FACTOR_NAMES = ["shape", "scale", "orientation", "pos_x", "pos_y"]
+IMAGE_SIZE = 64  # every dSprites image is 64x64 pixels
 
 
 class DSpritesOptions(DatasetOptions):
@@ -83,10 +85,10 @@ class DSpritesOptions(DatasetOptions):
 
 
 def cache_dir() -> Path:
-    """``$VAE_STUDY_CACHE`` or ``$XDG_CACHE_HOME/vae-study`` or ``~/.cache/vae-study``."""
+    """``$VAE_STUDY_CACHE`` or ``$XDG_CACHE_HOME/vae-study`` or ``~/.cache/vae-study`` (``~`` expanded)."""
     if os.environ.get("VAE_STUDY_CACHE"):
-        return Path(os.environ["VAE_STUDY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vae-study"
+        return Path(os.environ["VAE_STUDY_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vae-study"
 
 
 def resolve_path(path: str | Path | None, variant: Literal["grid", "full"] = "grid") -> Location:
@@ -190,7 +192,7 @@ def _open_npz(path: Location):
     source = io.BytesIO(read_object(str(path))) if is_uri(path) else path
     try:
         npz = np.load(source, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz with keys 'imgs' and 'latents_classes'")
@@ -210,8 +212,9 @@ def load_dsprites(path: Location) -> ArrayGroundTruthData:
         (shape, scale, orientation, pos_x, pos_y), ``factors_num_values`` from the classes.
 
     Raises:
-        DataError: If the file is not an npz, lacks a key, holds pickled arrays there, or
-            has the wrong shapes, dtypes or values; the message names the file and key.
+        DataError: If the file is not an npz, lacks a key, holds pickled arrays there, is
+            truncated or corrupt, or has the wrong shapes (images other than 64x64 among them),
+            dtypes or values; the message names the file and key.
     """
     with _open_npz(path) as npz:
         return _dsprites_from(npz, path)
@@ -226,10 +229,13 @@ def _dsprites_from(npz, path: Location) -> ArrayGroundTruthData:
         imgs, classes = npz["imgs"], npz["latents_classes"]
     except ValueError as err:  # object arrays need pickle, which is refused
         raise DataError(f"{path}: imgs/latents_classes cannot be read without unpickling ({err})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as err:  # zlib: damaged deflate data
         raise DataError(f"{path}: truncated or corrupt ({err})") from None
     if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
         raise DataError(f"{path}: key 'imgs' must be (N, H, H) uint8, but got {imgs.shape} {imgs.dtype}")
+    if imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{path}: key 'imgs' holds {imgs.shape[1]}x{imgs.shape[2]} images {imgs.shape}; dSprites "
+                        f"images are {IMAGE_SIZE}x{IMAGE_SIZE} (images of other sizes: dataset name 'images')")
     if classes.ndim != 2 or classes.shape[0] != imgs.shape[0] or classes.shape[1] not in (5, 6):
         raise DataError(
             f"{path}: key 'latents_classes' must be ({imgs.shape[0]}, 5) or ({imgs.shape[0]}, 6), but got {classes.shape}"
@@ -274,6 +280,8 @@ def _factor_values(npz, path: Location, num_rows: int) -> np.ndarray | None:
         values = npz["latents_values"]
     except ValueError as err:
         raise DataError(f"{path}: key 'latents_values' cannot be read without unpickling ({err})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: key 'latents_values' is truncated or corrupt ({err})") from None
     if values.ndim != 2 or values.shape[0] != num_rows or values.shape[1] not in (5, 6) \
             or not np.issubdtype(values.dtype, np.number):
         raise DataError(

@@ -30,6 +30,7 @@ import argparse
 import io
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -172,7 +173,7 @@ def _open_npz(path: Location, options: ImagesOptions) -> _Source:
     source = io.BytesIO(read_object(str(path))) if remote else path
     try:
         loaded = np.load(source, allow_pickle=False, mmap_mode="r" if _suffix(path) == ".npy" and not remote else None)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise DataError(f"{path}: not a readable {_suffix(path)} file ({str(err).splitlines()[0]})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         if options.key is not None or options.label_key is not None:
@@ -189,7 +190,7 @@ def _open_npz(path: Location, options: ImagesOptions) -> _Source:
                 labels = loaded[options.label_key]
         except ValueError as err:  # object arrays need pickle, which is refused
             raise DataError(f"{name}: cannot be read without unpickling ({str(err).splitlines()[0]})") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as err:
+        except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as err:  # zlib: damaged deflate data
             raise DataError(f"{name}: truncated or corrupt ({str(err).splitlines()[0]})") from None
     if labels is not None:
         labels = _check_labels(labels, len(images), f"{path} key {options.label_key!r}")

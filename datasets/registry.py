@@ -23,7 +23,8 @@ from datasets.base import ArrayGroundTruthData
 from datasets.storage import is_uri
 
 __all__ = ["DatasetOptions", "PreparedData", "DataDescription", "DataError", "register_dataset", "get_dataset",
-           "dataset_names", "file_fingerprint", "uri_fingerprint", "Fingerprint", "Registry", "DATASETS"]
+           "dataset_names", "file_fingerprint", "uri_fingerprint", "Fingerprint", "Registry", "DATASETS",
+           "fraction_rows"]
 
 HASH_WHOLE_BYTES = 1 << 30  # files up to 1 GiB are hashed whole; larger ones by their first and last 64 MiB
 HASH_PART_BYTES = 64 << 20
@@ -114,6 +115,9 @@ class DataDescription:
             disentanglement metrics need them).
         num_train: Training rows.
         num_val: Held-out rows.
+        factor_sizes: Distinct values each ground-truth factor takes among the held-out rows (the
+            rows the disentanglement metrics score), in the dataset's factor order; a factor of size
+            1 is constant there. Empty when the data has no factors.
     """
 
     input_shape: tuple[int, ...]
@@ -122,6 +126,12 @@ class DataDescription:
     has_factors: bool
     num_train: int
     num_val: int
+    factor_sizes: tuple[int, ...] = ()
+
+    @property
+    def varying_factors(self) -> int:
+        """Factors that take more than one value among the held-out rows (0 without factors)."""
+        return sum(size > 1 for size in self.factor_sizes)
 
 
 @dataclass
@@ -166,7 +176,8 @@ class PreparedData:
 
     def describe(self) -> DataDescription:
         """The :class:`DataDescription` of this data: shapes from the columns (or the loader's
-        ``column_shapes``), label columns found as integral values ``0 .. k - 1`` in the train rows."""
+        ``column_shapes``), label columns found as integral values ``0 .. k - 1`` in the train rows,
+        and the values each factor takes in the held-out rows (:attr:`ground_truth`)."""
         if self.column_shapes is not None:
             columns = dict(self.column_shapes)
         else:
@@ -179,11 +190,13 @@ class PreparedData:
             low, high = values.min(), values.max()
             if low >= 0 and high < MAX_CLASSES and np.array_equal(values, np.round(values)):
                 classes[name] = int(high) + 1
+        factors = self.ground_truth.factors if self.ground_truth is not None else np.zeros((0, 0), dtype=np.int64)
         return DataDescription(
             input_shape=tuple(self.input_shape), columns=columns, classes=classes,
             has_factors=self.ground_truth is not None,
             num_train=int(self.info.get("num_train", len(next(iter(self.train.values()), ())))),
             num_val=int(self.info.get("num_val", len(next(iter(self.val.values()), ())))),
+            factor_sizes=tuple(len(np.unique(factors[:, i])) for i in range(factors.shape[1])),
         )
 
     def fingerprint(self) -> Fingerprint:
@@ -444,6 +457,20 @@ def _content_fingerprint(fs, uri: str, objects: list[tuple[str, int, str]]) -> F
                 digest.update(handle.read_at(HASH_PART_BYTES, 0))
                 digest.update(handle.read_at(HASH_PART_BYTES, size - HASH_PART_BYTES))
     return Fingerprint(path=uri, size=sum(size for _, size, _ in objects), sha256=digest.hexdigest(), scope=scope)
+
+
+def fraction_rows(fraction: float, num_rows: int) -> int:
+    """Rows a ``train_fraction`` keeps of ``num_rows``: ``round(fraction * num_rows)`` (Python's
+    rounding, halves to even), the one rule of the loaders, the spec's check and the trial driver.
+
+    Args:
+        fraction: In (0, 1].
+        num_rows: Train rows before the fraction.
+
+    Returns:
+        Rows kept, 0 to ``num_rows`` (0: the fraction keeps none, which the callers refuse).
+    """
+    return round(fraction * num_rows)
 
 
 def split_rows(num_rows: int, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import zlib
 from pathlib import Path
 
 from analysis.cli import shorten
@@ -148,7 +149,7 @@ def load_data(spec: StudySpec) -> PreparedData:
     options = spec.dataset
     try:
         prepared = get_dataset(options.name).load(options, spec.seed)
-    except (OSError, RuntimeError, KeyError) as err:  # h5py/numpy read errors the loader did not name
+    except (OSError, RuntimeError, KeyError, zlib.error) as err:  # h5py/numpy/zlib read errors the loader did not name
         where = options.path or f"dataset {options.name!r}"
         raise DataError(f"{where}: cannot be read ({type(err).__name__}: {shorten(err, 200)})") from None
     try:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 
 from analysis.evaluation import Evaluator
 from datasets.base import ArrayGroundTruthData
-from datasets.registry import PreparedData
+from datasets.registry import PreparedData, fraction_rows
 from study.spec import DATASET_PREFIX, StudySpec
 from trainables.faults import with_faults
 from trainables.loop import run_worker
@@ -89,8 +89,8 @@ def _datasets(config: dict[str, Any], data: TrialData) -> dict[str, Any]:
     rows (loaders store them in one seeded order, so smaller fractions nest)."""
     train = data.train
     key = f"{DATASET_PREFIX}train_fraction"
-    if key in config:
-        train = train.limit(max(1, round(float(config[key]) * data.num_train)))
+    if key in config:  # StudySpec.check_data refused a fraction that keeps no row
+        train = train.limit(max(1, fraction_rows(float(config[key]), data.num_train)))
     return {"train": train, "val": data.val}
 
 

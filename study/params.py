@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, field_validator, model_validator
 
-__all__ = ["FloatParam", "IntParam", "CategoricalParam", "FixedParam", "ParamSpec", "FamilySpace", "SearchEntry",
+__all__ = ["RangeParam", "FloatParam", "IntParam", "CategoricalParam", "FixedParam", "ParamSpec", "FamilySpace", "SearchEntry",
            "SpaceEntry", "FAMILY_KEY", "space_entries", "grid_points", "grid_size"]
 
 FAMILY_KEY = "family"  # the search-space entry that chooses each trial's model family
@@ -26,7 +26,7 @@ FAMILY_KEY = "family"  # the search-space entry that chooses each trial's model 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
-class _RangeParam(BaseModel):
+class RangeParam(BaseModel):
     """A number searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
 
     model_config = _FROZEN
@@ -44,7 +44,7 @@ class _RangeParam(BaseModel):
         return [self.low, self.high]
 
 
-class FloatParam(_RangeParam):
+class FloatParam(RangeParam):
     """A float searched in ``[low, high]``, log-uniformly when ``log``."""
 
     type: Literal["float"]
@@ -52,7 +52,7 @@ class FloatParam(_RangeParam):
     high: float
 
 
-class IntParam(_RangeParam):
+class IntParam(RangeParam):
     """An int searched in ``[low, high]`` (both inclusive), log-uniformly when ``log``."""
 
     type: Literal["int"]

@@ -8,10 +8,9 @@ the tables carry; the tables themselves are built from the study's JSON alone by
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from analysis.cli import one_line
+from analysis.cli import ArgumentParser, one_line
 from analysis.results import StudyDir, StudyFileError, StudyLock, write_tables
 from datasets.storage import StorageError
 from study.spec import SpecError, StudySpec
@@ -36,7 +35,7 @@ def write_results(study: StudyDir, spec: StudySpec | None = None) -> tuple[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.results", description="Rebuild a study's parquet tables.")
+    parser = ArgumentParser(prog="python -m study.results", description="Rebuild a study's parquet tables.")
     parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
     args = parser.parse_args(argv)
     try:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.cli import one_line
+from analysis.cli import ArgumentParser, int_in, one_line
 from analysis.results import LOCK_FILE, SPEC_FILE, DataRecord, StudyDir, StudyLock, best_trial
 from datasets.registry import PreparedData
 from study.checks import (BAD_INPUT, check_address, check_local_gpus, check_same_data, check_same_place, check_study_dir, check_trusted,
@@ -78,38 +78,15 @@ class Interrupts:
 INTERRUPTS = Interrupts()
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with errors as one line (``error: ...``) and exit code 2, like every other refusal."""
-
-    def error(self, message: str):
-        print(f"error: {one_line(message)}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _count(low: int):
-    """An argparse type: an int >= ``low``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
-        return value
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="study spec (YAML)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec field, e.g. --set training.epochs=1 (repeatable)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on loopback)")
-    parser.add_argument("--num-cpus", type=_count(1), default=None, help="CPUs of the local Ray, >= 1 (default: all)")
-    parser.add_argument("--num-gpus", type=_count(0), default=None,
+    parser.add_argument("--num-cpus", type=int_in(1), default=None, help="CPUs of the local Ray, >= 1 (default: all)")
+    parser.add_argument("--num-gpus", type=int_in(0), default=None,
                         help="GPUs of the local Ray (default: those torch sees; more are logical GPUs, for tests)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing study directory of the same name instead of resuming it")

@@ -22,10 +22,10 @@ from analysis.cli import one_line, shorten
 from analysis.evaluation import metric_requirement
 from analysis.metrics import METRICS, metric_key_modes
 from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo
-from datasets.registry import DataDescription, DatasetOptions, get_dataset
+from datasets.registry import DataDescription, DatasetOptions, fraction_rows, get_dataset
 from datasets.storage import is_uri
-from study.params import (FAMILY_KEY, CategoricalParam, FamilySpace, FixedParam, SearchEntry, SpaceEntry, grid_points,
-                          grid_size, space_entries)
+from study.params import (FAMILY_KEY, CategoricalParam, FamilySpace, FixedParam, RangeParam, SearchEntry, SpaceEntry,
+                          grid_points, grid_size, space_entries)
 from trainables.precision import FP16_ON_CPU
 from trainables.protocol import supports
 from trainables.registry import get_family
@@ -137,6 +137,7 @@ class EvaluationSpec(BaseModel):
     num_test: int = Field(5_000, ge=1, le=10_000_000)
     # Reconstructions of this many fixed val rows are kept with each checkpoint (snapshots.npz)
     # after the epochs listed (None: every epoch; the last epoch always) for the prediction grid.
+    # Epochs count from 1, each listed once, none past the training budget (StudySpec checks it).
     snapshot_samples: int = Field(8, ge=0, le=256)
     snapshot_epochs: list[int] | None = None
 
@@ -146,6 +147,16 @@ class EvaluationSpec(BaseModel):
         unknown = [m for m in value if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
+        return value
+
+    @field_validator("snapshot_epochs")
+    @classmethod
+    def _epochs(cls, value: list[int] | None) -> list[int] | None:
+        for i, epoch in enumerate(value or ()):
+            if epoch < 1:
+                raise ValueError(f"epochs count from 1: every entry must be >= 1, but got {epoch}")
+            if epoch in value[:i]:
+                raise ValueError(f"epoch {epoch} is listed twice")
         return value
 
 
@@ -458,17 +469,20 @@ class StudySpec(BaseModel):
 
         Each family's ``check_setup(config, training, data)`` runs for the fixed config with each
         searched value in turn (the others at their first value); every ``evaluation.metrics``
-        entry must be computable on this data.
+        entry must be computable on this data (a metric that scores codes against factors needs a
+        factor that varies in the held-out rows); a searched ``dataset.train_fraction`` must keep
+        at least one train row at each of its values (every choice, a range's low bound).
 
         Raises:
             ValueError: One line naming the field.
         """
         for name in self.evaluation.metrics:
             for family_name in self.family_names:
-                reason = metric_requirement(name, has_factors=data.has_factors,
+                reason = metric_requirement(name, has_factors=data.has_factors, varying_factors=data.varying_factors,
                                             model_cls=get_family(family_name).model_cls)
                 if reason is not None:
                     raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset.name!r})")
+        self._check_train_fraction(data.num_train)
         for chosen in self._trials_to_check():
             family = get_family(self.trial_family(chosen))
             if not supports(family.model_cls, "check_setup"):
@@ -493,6 +507,37 @@ class StudySpec(BaseModel):
                 first[FAMILY_KEY] = name
             trials += [first] + [{**first, e.key: v} for e in entries for v in e.param.values_to_check()[1:]]
         return trials
+
+    def _check_train_fraction(self, num_train: int) -> None:
+        """A searched ``dataset.train_fraction`` keeps a train row at every choice (a range: its low
+        bound, the smallest value sampled), by the rule the trials apply (``fraction_rows``)."""
+        key = f"{DATASET_PREFIX}train_fraction"
+        param = self.search_space.get(key)
+        if param is None:
+            return
+        values = param.values_to_check()
+        for value in values[:1] if isinstance(param, RangeParam) else values:
+            if fraction_rows(float(value), num_train) < 1:
+                raise ValueError(f"search_space.{key}: {value} of {num_train} train rows keeps none (a trial would "
+                                 f"train on one row); choose fractions of at least {1 / num_train:.3g}")
+
+    @model_validator(mode="after")
+    def _check_snapshot_epochs(self) -> StudySpec:
+        """No snapshot epoch past the most epochs a trial can train: ``training.epochs`` (the largest
+        searched value), or with a step budget ``training.steps`` (each epoch takes at least one step;
+        how many epochs a trial runs then depends on its rows and batch size)."""
+        if self.training.steps is not None or "steps" in self.search_space:
+            unit, fixed = "steps", self.training.steps
+        else:
+            unit, fixed = "epochs", self.training.epochs
+        searched = self.search_space.get(unit)
+        values = [fixed, *(searched.values_to_check() if searched else ())]
+        budget = max(int(v) for v in values if v is not None)
+        beyond = [epoch for epoch in self.evaluation.snapshot_epochs or () if epoch > budget]
+        if beyond:
+            raise ValueError(f"evaluation.snapshot_epochs: epoch {beyond[0]} is past the training budget "
+                             f"(training.{unit}={budget}); list epochs 1 to {budget}")
+        return self
 
     def _check_asha(self, epoch_metrics: tuple[str, ...]) -> None:
         if self.objective.multi:

@@ -50,11 +50,18 @@ class Metric:
     scores codes against known factors. ``kind="samples"``: ``compute(images, sample_fn, *,
     random_state)`` compares held-out images ``(N, ...)`` with ``sample_fn(num, random_state)``,
     the model's samples (sample quality, for VAEs and GANs alike).
+
+    ``scores_factors``: whether the score relates the codes to the factors' values (MIG, SAP, DCI,
+    modularity and explicitness predict or bin factors; the beta-VAE and FactorVAE scores tell which
+    factor was held fixed). Such a metric is undefined (or meaningless) when every factor is constant
+    in the scored rows; ``gaussian_tc`` only draws observations through the factors and scores the
+    codes alone.
     """
 
     compute: Callable[..., dict[str, float]]
     keys: dict[str, Literal["min", "max"]]
     kind: Literal["ground_truth", "samples"] = "ground_truth"
+    scores_factors: bool = True  # ground-truth metrics: needs at least one factor that varies
     # The keyword of ``compute`` that sizes its held-out sample (disentanglement_lib's names:
     # ``num_eval`` for the beta-VAE and FactorVAE scores, ``num_test`` for DCI, SAP, modularity);
     # None when the metric scores a single sample.
@@ -98,9 +105,10 @@ METRICS: dict[str, Metric] = {
         compute_modularity_explicitness, {"modularity": "max", "explicitness_train": "max", "explicitness_test": "max"},
         test_size="num_test",
     ),
-    "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}),  # unsupervised; 0 = independent
+    # Unsupervised: total correlation of the codes, 0 = independent; the factors' values are not scored.
+    "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}, scores_factors=False),
     # Sample quality of VAEs and GANs alike: kernel MMD^2 of samples vs held-out images (lower is better).
-    "sample_mmd": Metric(compute_sample_mmd, {"sample_mmd": "min"}, kind="samples"),
+    "sample_mmd": Metric(compute_sample_mmd, {"sample_mmd": "min"}, kind="samples", scores_factors=False),
 }
 
 

@@ -93,3 +93,26 @@ def test_every_held_out_size_keyword_is_a_parameter_of_its_metric():
     assert set(sized) == {"beta_vae", "factor_vae", "dci", "dci_fast", "sap", "modularity_explicitness"}
     for name, keyword in sized.items():
         assert keyword in inspect.signature(METRICS[name].compute).parameters, name
+
+
+@pytest.mark.parametrize("metric, varying, expected", [
+    ("mig", 0, "every ground-truth factor is constant"),
+    ("beta_vae", 0, "every ground-truth factor is constant"),  # fixing a constant factor fixes nothing
+    ("factor_vae", 0, "every ground-truth factor is constant"),
+    ("gaussian_tc", 0, None),  # scores the codes alone
+    ("sample_mmd", 0, None),
+    ("mig", 1, None),
+    ("mig", None, None),  # not known: not checked
+])
+def test_metrics_scoring_codes_against_factors_need_a_factor_that_varies(metric, varying, expected):
+    reason = metric_requirement(metric, has_factors=True, model_cls=get_family("factor_vae").model_cls,
+                                varying_factors=varying)
+    assert reason is None if expected is None else expected in reason
+
+
+def test_a_factor_metric_on_constant_factors_raises_instead_of_scoring():
+    data = factor_images()
+    constant = ArrayGroundTruthData(data.images, np.zeros_like(data.factors), [1, 1], ["a", "b"])
+    evaluate = Evaluator(["beta_vae"], num_train=40, seed=0, ground_truth=constant)
+    with pytest.raises(MetricUnavailable, match="constant"):
+        evaluate(IdentityCode(), torch.device("cpu"), lambda num: np.zeros((num, 1, 4, 4), np.float32))

@@ -130,3 +130,16 @@ def test_a_table_without_checkpoints_is_refused_naming_the_column(study_dir):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert "no column 'checkpoint_path'" in proc.stderr
     assert (study_dir / "trials.parquet").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    pytest.param(["s", "--metrics", "mig", "--num-train", "x"], "argument --num-train:", id="not-a-number"),
+    pytest.param(["s"], "--metrics", id="missing-metrics"),
+])
+def test_cli_refuses_bad_flags_in_one_line(capsys, argv, fragment):
+    from analysis.rescore import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.results import TRIALS_FILE, StudyDir, load_trials, resolve_checkpoint
 from study.spec import load_spec
@@ -158,3 +159,12 @@ def test_a_lock_given_back_removes_the_directories_it_made(tmp_path):
     with StudyLock(StudyDir(tmp_path / "a" / "b" / "smoke"), "study.run", create=True):
         assert (tmp_path / "a" / "b" / "smoke").is_dir()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_table_rebuild_flags_are_refused_in_one_line(capsys):
+    from study.results import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["a", "b"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: unrecognized arguments: b"), err

@@ -187,6 +187,54 @@ def test_bad_idx_files_are_refused_naming_the_file(tmp_path, case, match):
     assert str(path) in message and "\n" not in message
 
 
+def test_corrupt_deflate_data_is_refused_naming_the_file(tmp_path):
+    """A gzip stream whose deflate data is damaged (zlib.error, not OSError) is one DataError."""
+    path = write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 2049, (3000,),
+                     np.random.default_rng(0).integers(0, 10, 3000, dtype=np.uint8).tobytes())
+    damaged = bytearray(path.read_bytes())
+    damaged[40:60] = bytes(20)  # zeros in the middle of the deflate stream
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match="corrupt gzip data") as err:
+        read_idx(path, "labels")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+PUBLISHED_MD5 = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                 "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+                 "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                 "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432"}
+
+
+@pytest.mark.parametrize("name, count", [("t10k-labels-idx1-ubyte.gz", 10_000), ("train-labels-idx1-ubyte.gz", 60_000)])
+def test_a_file_of_a_published_name_and_count_must_be_the_published_file(tmp_path, name, count):
+    """A file named as MNIST's and holding its number of digits claims to be the published file: its md5
+    must be the published one (Fashion-MNIST and KMNIST use the same names and counts)."""
+    labels = np.random.default_rng(1).integers(0, 10, count, dtype=np.uint8).tobytes()
+    path = write_idx(tmp_path / name, 2049, (count,), labels)
+    found = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(DataError) as err:
+        read_idx(path, "labels")
+    message = str(err.value)
+    assert str(path) in message and PUBLISHED_MD5[name] in message and found in message and "\n" not in message
+    other = write_idx(tmp_path / "labels.gz", 2049, (count,), labels)  # not a published name: read as it is
+    assert len(read_idx(other, "labels")) == count
+    small = write_idx(tmp_path / name, 2049, (count - 1,), labels[1:])  # not the published count: a subset
+    assert len(read_idx(small, "labels")) == count - 1
+
+
+@needs_mnist
+def test_the_published_files_pass_and_one_changed_pixel_is_refused(tmp_path):
+    name = "t10k-images-idx3-ubyte.gz"
+    assert read_idx(MNIST / name, "images").shape == (10_000, 28, 28)
+    raw = bytearray(gzip.decompress((MNIST / name).read_bytes()))
+    raw[16 + 14 * 28 + 14] ^= 0xFF  # the middle pixel of the first digit
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match=f"{PUBLISHED_MD5[name]}") as err:
+        read_idx(path, "images")
+    assert str(path) in str(err.value) and hashlib.md5(path.read_bytes()).hexdigest() in str(err.value)
+
+
 def test_a_missing_mnist_file_or_folder_is_refused_naming_it(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="dataset.path.*MNIST_PATH"):
         load(max_operand=9, input="image")

@@ -166,6 +166,33 @@ def test_latents_classes_not_non_negative_ints(tmp_path, bad):
     assert_refused(save(tmp_path / "d.npz", **arrays), "latents_classes")
 
 
+@pytest.mark.parametrize("size", [32, 128])
+def test_images_other_than_64x64_are_refused_naming_the_shape(tmp_path, size):
+    """dSprites images are 64x64; other sizes belong to the ``images`` dataset."""
+    arrays = valid_arrays(num=10)
+    arrays["imgs"] = np.zeros((10, size, size), dtype=np.uint8)
+    error = assert_refused(save(tmp_path / "d.npz", **arrays), "imgs", f"{size}x{size}", "64x64", "'images'")
+    assert "\n" not in str(error)
+
+
+def test_corrupt_deflate_data_is_refused_naming_the_file(tmp_path):
+    """Damaged compressed entries (zlib errors, bad CRCs) are one DataError naming the file, at any offset."""
+    path = write_dsprites_npz(tmp_path / "d.npz", num=50)
+    original = path.read_bytes()
+    outcomes = set()
+    for offset in range(100, len(original) - 200, 37):
+        damaged = bytearray(original)
+        damaged[offset : offset + 8] = b"\xff" * 8
+        path.write_bytes(bytes(damaged))
+        try:
+            load_dsprites(path)
+            outcomes.add("read")  # the damage hit an entry load_dsprites does not read (latents_values)
+        except DataError as err:
+            assert str(path) in str(err) and "\n" not in str(err), err
+            outcomes.add("refused")
+    assert "refused" in outcomes
+
+
 def test_fewer_than_two_images(tmp_path):
     assert_refused(save(tmp_path / "d.npz", **valid_arrays(num=1)), "imgs")
 
@@ -245,6 +272,14 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv("DSPRITES_SHA256", raising=False)
     monkeypatch.setenv("VAE_STUDY_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("variable, expected", [("VAE_STUDY_CACHE", "cache"), ("XDG_CACHE_HOME", "xdg/vae-study")])
+def test_the_cache_directory_expands_the_home_directory(monkeypatch, tmp_path, variable, expected):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VAE_STUDY_CACHE", raising=False)
+    monkeypatch.setenv(variable, "~/" + expected.split("/")[0])
+    assert dsprites.cache_dir() == tmp_path / expected
 
 
 def test_resolve_explicit_path(clean_env, dsprites_file):
@@ -472,6 +507,18 @@ def test_split_sizes_follow_val_fraction_and_limit(indexed_file):
     assert prepared.info["factors_num_values"] == SYNTHETIC_SIZES
     assert prepared.source == path
     assert len(prepared.ground_truth) == 100
+
+
+def test_description_counts_the_values_each_factor_takes_in_the_held_out_rows(tmp_path):
+    arrays = valid_arrays(num=40)
+    classes = np.zeros((40, 5), dtype=np.int64)
+    classes[:, 1] = np.arange(40) % 4  # scale takes 4 values; every other factor is constant
+    path = save(tmp_path / "d.npz", imgs=arrays["imgs"], latents_classes=classes)
+    described = load_registered(path, 0, val_fraction=0.5).describe()
+    assert described.has_factors and described.factor_sizes == (1, 4, 1, 1, 1)
+    classes[:, 1] = 0
+    constant = load_registered(save(tmp_path / "c.npz", imgs=arrays["imgs"], latents_classes=classes), 0).describe()
+    assert constant.has_factors and constant.factor_sizes == (1, 1, 1, 1, 1)
 
 
 def test_split_without_limit_uses_every_row_once(indexed_file):

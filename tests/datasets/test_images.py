@@ -192,6 +192,20 @@ def test_unreadable_files_are_refused(tmp_path, write, expected):
         load_images(path, options())
 
 
+def test_damaged_deflate_data_in_an_npz_is_refused_naming_the_file(tmp_path):
+    """Compressed entries damaged anywhere (zlib errors, bad CRCs) give one DataError naming the file."""
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, images=np.random.default_rng(0).integers(0, 255, (40, 16, 16), dtype=np.uint8))
+    original = path.read_bytes()
+    for offset in range(60, len(original) - 150, 41):
+        damaged = bytearray(original)
+        damaged[offset : offset + 8] = b"\xff" * 8
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(DataError) as err:
+            load_images(path, options())
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_broken_image_in_a_folder_is_named(tmp_path):
     Image.fromarray(digits_uint8(1)[0]).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"\x89PNG broken")

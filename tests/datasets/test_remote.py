@@ -22,6 +22,28 @@ def test_locations_local_paths_expand_and_uris_stay_strings(monkeypatch, tmp_pat
     assert DatasetOptions(name="x", path=tmp_path / "d.npz").path == str(tmp_path / "d.npz")  # a Path is taken
 
 
+@pytest.mark.parametrize("name", ["arithmetic", "dsprites", "images", "jets"])
+def test_every_dataset_path_expands_the_home_directory(monkeypatch, tmp_path, name):
+    from datasets.registry import get_dataset
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    extra = {"input": "image"} if name == "arithmetic" else {}  # text queries read no path
+    options = get_dataset(name).options_cls(name=name, path="~/data", **extra)
+    assert options.path == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("module, variable", [("dsprites", "DSPRITES_PATH"), ("jets", "JETS_PATH"),
+                                              ("images", "FACES_PATH"), ("arithmetic", "MNIST_PATH")])
+def test_every_data_environment_variable_expands_the_home_directory(monkeypatch, tmp_path, module, variable):
+    import importlib
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = tmp_path / "data"
+    target.mkdir() if module == "arithmetic" else target.write_bytes(b"")  # resolve_path checks existence only
+    monkeypatch.setenv(variable, "~/data")
+    assert importlib.import_module(f"datasets.{module}").resolve_path(None) == target
+
+
 def test_block_cached_file_reads_what_the_file_holds(s3_bucket, tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes()
     (tmp_path / "blob").write_bytes(data)

@@ -26,6 +26,7 @@ def load(seed: int = 0, **kwargs):
 def test_columns_shapes_and_info():
     data = load(n=300, val_fraction=0.2)
     assert data.input_shape == (2,) and data.ground_truth is None
+    assert data.describe().factor_sizes == ()  # no ground-truth factors
     assert data.train["image"].shape == (240, 2) and data.val["image"].shape == (60, 2)
     assert data.train["label"].shape == (240,) and data.val["label"].shape == (60,)
     assert {v.dtype for split in (data.train, data.val) for v in split.values()} == {np.dtype(np.float32)}

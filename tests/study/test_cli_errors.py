@@ -186,7 +186,7 @@ def test_dataset_object_does_not_exist(tmp_path, storage, s3_bucket):
 def test_a_negative_or_malformed_resource_count_is_one_line(tmp_path, storage, flag, value):
     result = run_cli([SMOKE, flag, value, "--set", f"storage_path={storage}"], tmp_path)
 
-    assert_usage_error(result, flag, "expected a whole number")
+    assert_usage_error(result, flag, "expected an integer")
     assert_nothing_written(storage)
 
 

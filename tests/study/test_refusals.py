@@ -119,6 +119,24 @@ def test_cvae_on_data_without_labels(tmp_path, capsys, data):
            "family.num_classes:", "'label' column")
 
 
+def test_dsprites_images_of_another_size_refused_before_ray(tmp_path, capsys):
+    """A 32x32 file in the dSprites layout used to validate and fail in the trials."""
+    import numpy as np
+
+    path = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, imgs=rng.integers(0, 2, (10, 32, 32), dtype=np.uint8), latents_classes=rng.integers(0, 3, (10, 5)))
+    refuse(capsys, smoke(tmp_path / "s", path), str(path), "32x32", "64x64")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("rows, val_fraction", [(1, 0.2), (3, 0.1), (10, 0.99)])
+def test_dsprites_too_few_rows_to_split_refused_before_ray(tmp_path, capsys, rows, val_fraction):
+    path = write_dsprites_npz(tmp_path / "few.npz", num=rows)
+    refuse(capsys, smoke(tmp_path / "s", path, f"dataset.val_fraction={val_fraction}"), "imgs" if rows < 2 else
+           "empty train or val split")
+
+
 # ---- every requested metric must be producible ----------------------------------------------------
 
 
@@ -128,6 +146,41 @@ def test_mig_on_data_without_factors(tmp_path, capsys):
     refuse(capsys, [write(tmp_path, spec), "--set", f"storage_path={tmp_path / 's'}"],
            "evaluation.metrics:", "mig needs ground-truth factors", "'toy'")
     assert not (tmp_path / "s").exists()
+
+
+def constant_factors(tmp_path: Path, varying: int | None = None) -> Path:
+    """A dSprites-layout file whose factors are all constant (or all but column ``varying``)."""
+    import numpy as np
+
+    path = write_dsprites_npz(tmp_path / "constant.npz", num=300)
+    with np.load(path) as raw:
+        arrays = dict(raw)
+    classes = np.zeros_like(arrays["latents_classes"])
+    if varying is not None:
+        classes[:, varying] = arrays["latents_classes"][:, varying]
+    np.savez(path, **{**arrays, "latents_classes": classes})
+    return path
+
+
+@pytest.mark.parametrize("metric", ["mig", "sap", "dci_fast", "modularity_explicitness", "beta_vae", "factor_vae"])
+def test_factor_metric_when_every_factor_is_constant(tmp_path, capsys, metric):
+    sets = [f"evaluation.metrics=[{metric}]", "objective.metric=val_elbo"]
+    if metric == "factor_vae":
+        sets += ["family.name=factor_vae", "search_space.beta.choices=[1]"]
+    refuse(capsys, smoke(tmp_path / "s", constant_factors(tmp_path), *sets),
+           "evaluation.metrics:", metric, "'dsprites'", "constant")
+    assert not (tmp_path / "s").exists()
+
+
+def test_metrics_on_constant_factors_that_need_no_varying_factor_pass_the_checks(tmp_path):
+    """gaussian_tc scores the codes alone; one varying factor is enough for the others."""
+    storage = tmp_path / "s"
+    spec = load_spec(SMOKE, [f"storage_path={storage}", f"dataset.path={constant_factors(tmp_path)}",
+                             "evaluation.metrics=[gaussian_tc]", "objective.metric=gaussian_tc",
+                             "objective.mode=min"])
+    checks.load_data(spec)
+    spec = load_spec(SMOKE, [f"storage_path={storage}", f"dataset.path={constant_factors(tmp_path, varying=3)}"])
+    checks.load_data(spec)
 
 
 def test_mig_of_a_family_without_an_encoder(tmp_path, capsys, data):
@@ -295,6 +348,20 @@ def arithmetic(tmp_path: Path, *sets: str, config: str = "arithmetic_text2text.y
 ])
 def test_arithmetic_options_refused_before_ray(tmp_path, capsys, sets, fragments):
     refuse(capsys, arithmetic(tmp_path, *sets), *fragments)
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("entry, value", [
+    pytest.param("{type: categorical, choices: [0.001, 0.5]}", "0.001", id="categorical-choice"),
+    pytest.param("{type: fixed, value: 0.002}", "0.002", id="fixed-value"),
+    pytest.param("{type: float, low: 0.0001, high: 0.5}", "0.0001", id="low-bound-of-a-range"),
+])
+def test_searched_train_fraction_that_keeps_no_train_row(tmp_path, capsys, entry, value):
+    """max_operand 9: 200 queries, 180 train rows; a fraction that rounds to 0 rows would train on one."""
+    sets = [f"search_space={{encoder_layers: {{type: categorical, choices: [1]}}, dataset.train_fraction: {entry}}}"]
+    if "float" in entry:
+        sets += ["search={algorithm: random, num_samples: 2}"]
+    refuse(capsys, arithmetic(tmp_path, *sets), "search_space.dataset.train_fraction", value, "180 train rows")
     assert not (tmp_path / "studies").exists()
 
 

@@ -102,6 +102,13 @@ def test_trial_settings_put_searched_lr_into_training(tmp_path, base):
     assert training.lr == 1e-2
 
 
+def test_storage_path_expands_the_home_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = load_spec(SMOKE, ["storage_path=~/studies"])
+    assert spec.storage_path == str(tmp_path / "studies")
+    assert spec.study_location == str((tmp_path / "studies" / "smoke").resolve())
+
+
 def test_spec_round_trips_through_json():
     spec = load_spec(SMOKE)
 
@@ -235,7 +242,26 @@ BAD_SPECS = [
     pytest.param(_search({"type": "categorical", "choices": ["fp32", "fp16"]}, key="precision"),
                  ["search_space.precision: the trials train on the CPU", "fp16 trains on CUDA GPUs only"],
                  id="fp16-searched-on-the-cpu"),
+    pytest.param(_set("evaluation", snapshot_epochs=[-5, 1]), ["evaluation.snapshot_epochs:", ">= 1", "-5"],
+                 id="snapshot-epoch-below-one"),
+    pytest.param(_set("evaluation", snapshot_epochs=[1, 1_000_000]),
+                 ["evaluation.snapshot_epochs:", "1000000", "training.epochs=1"], id="snapshot-epoch-beyond-training"),
+    pytest.param(_set("evaluation", snapshot_epochs=[1, 1]), ["evaluation.snapshot_epochs:", "1", "twice"],
+                 id="snapshot-epoch-listed-twice"),
+    pytest.param(lambda data: (data["training"].update(steps=40), data["evaluation"].update(snapshot_epochs=[41])),
+                 ["evaluation.snapshot_epochs:", "41", "training.steps=40"], id="snapshot-epoch-beyond-a-step-budget"),
 ]
+
+
+def test_snapshot_epochs_up_to_the_largest_budget_are_accepted(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["evaluation"]["snapshot_epochs"] = [1, 3, 5]
+    data["search_space"]["epochs"] = {"type": "categorical", "choices": [1, 5]}  # a trial may run 5 epochs
+    assert load_spec(write_spec(tmp_path, data)).evaluation.snapshot_epochs == [1, 3, 5]
+    data = copy.deepcopy(base)
+    data["training"]["steps"] = 40  # each epoch takes at least one step: no trial runs more than 40 epochs
+    data["evaluation"]["snapshot_epochs"] = [40]
+    assert load_spec(write_spec(tmp_path, data)).evaluation.snapshot_epochs == [40]
 
 
 @pytest.mark.parametrize("mutate, fragments", BAD_SPECS)
