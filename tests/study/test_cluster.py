@@ -320,10 +320,12 @@ def test_a_lost_node_resumes_its_trial_from_its_checkpoint_in_the_bucket(two_nod
     assert table.groupby("trial_id")["epoch"].apply(sorted).map(lambda e: e == list(range(1, epochs + 1))).all()
     assert len(table) == 2 * epochs  # nothing lost, nothing doubled
     # Resumed from its checkpoint, not from scratch: the epochs after the loss ran elsewhere and
-    # continue the numbering; the epochs before it keep the removed node's id.
+    # continue the numbering; the epochs before it keep the removed node's id. The newest checkpoint
+    # in the bucket may not have reached the driver when the node went (uploaded, not yet reported),
+    # so the trial resumes after it or, at most one epoch earlier, after the one before it.
     moved = rows.loc[rows["node_id"] != worker.node_id, "epoch"]
     resumed_at = int(moved.min())
-    assert resumed_at >= before + 1 >= 3, (resumed_at, before)
+    assert before >= 2 and before <= resumed_at <= before + 1, (resumed_at, before)
     assert set(rows.loc[rows["epoch"] < resumed_at, "node_id"]) == {worker.node_id}
     assert (moved == range(resumed_at, epochs + 1)).all()
     result_lines = s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=f"studies/smoke/{lost}/result.json")[
