@@ -224,6 +224,8 @@ class EvaluationSpec(BaseModel):
     # after the epochs listed (None: every epoch; the last epoch always) for the prediction grid.
     snapshot_samples: int = Field(8, ge=0, le=256)
     snapshot_epochs: list[int] | None = None
+    # The label column the probe metric reads off the latent means (jets: y); checked against the data.
+    probe_label: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("metrics")
     @classmethod
@@ -232,6 +234,13 @@ class EvaluationSpec(BaseModel):
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
         return value
+
+    @model_validator(mode="after")
+    def _probe(self) -> EvaluationSpec:
+        if ("probe" in self.metrics) != (self.probe_label is not None):
+            raise ValueError("evaluation.probe_label: the probe metric reads a label column (e.g. probe_label: y); "
+                             "give both, or neither")
+        return self
 
 
 class StudySpec(BaseModel):
@@ -427,14 +436,7 @@ class StudySpec(BaseModel):
             epoch_metrics = [m for m in epoch_metrics if m in names] if epoch_metrics else list(names)
         epoch_metrics += [m for m in self.dataset.extra_metrics() if m not in epoch_metrics]
         who = f"family {families[0].name!r}" if len(families) == 1 else f"every family of {self.family_names}"
-        for name in self.evaluation.metrics:
-            for family in families:
-                # Whether the family can produce it at all; whether the data has factors is checked
-                # against the loaded data (check_data), still before Ray starts.
-                reason = metric_requirement(name, has_factors=True, model_cls=family.model_cls)
-                if reason is not None:
-                    raise ValueError(f"evaluation.metrics: {reason} (family {family.name!r})")
-        reported = set(epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
+        reported = set(epoch_metrics) | self._check_evaluation(families)
         for metric in self.objective.metrics:
             if metric not in reported:
                 raise ValueError(
@@ -450,6 +452,22 @@ class StudySpec(BaseModel):
                     f"cannot synchronise; use num_workers: 1 (got {self.resources.num_workers})"
                 )
         return self
+
+    def _check_evaluation(self, families: list) -> set[str]:
+        """Checks that every family can produce each requested metric; returns the result keys a trial
+        reports (a study-level metric such as udr is computed after the trials: no objective)."""
+        for name in self.evaluation.metrics:
+            for family in families:
+                # Whether the family can produce it at all; whether the data has factors is checked
+                # against the loaded data (check_data), still before Ray starts.
+                reason = metric_requirement(name, has_factors=True, model_cls=family.model_cls)
+                if reason is not None:
+                    raise ValueError(f"evaluation.metrics: {reason} (family {family.name!r})")
+        after_trials = [m for m in self.evaluation.metrics if METRICS[m].kind == "study"]
+        if after_trials and self.search.repeats < 2:
+            raise ValueError(f"evaluation.metrics: {after_trials[0]} compares the seeds of a configuration; it needs "
+                             f"search.repeats >= 2 (got {self.search.repeats})")
+        return set(metric_key_modes([m for m in self.evaluation.metrics if m not in after_trials]))
 
     def _check_param(self, key: str, param, family, fixed: dict[str, Any], several: bool) -> None:
         """Checks one search-space entry against one family's config (or the training settings)."""
@@ -515,6 +533,10 @@ class StudySpec(BaseModel):
                                             model_cls=get_family(family_name).model_cls)
                 if reason is not None:
                     raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset.name!r})")
+        label = self.evaluation.probe_label
+        if label is not None and label not in data.classes:
+            raise ValueError(f"evaluation.probe_label: {label!r} is not a label column of dataset "
+                             f"{self.dataset.name!r}; expected one of {sorted(data.classes)}")
         first = {k: p.values_to_check()[0] for k, p in self.search_space.items()}
         trials = [first] + [{**first, k: v} for k, p in self.search_space.items() for v in p.values_to_check()[1:]]
         families = self.family_names

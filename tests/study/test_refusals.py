@@ -136,6 +136,19 @@ def test_mig_of_a_family_without_an_encoder(tmp_path, capsys, data):
            "evaluation.metrics:", "no encoder", "dcgan")
 
 
+def test_udr_with_one_seed_per_configuration(tmp_path, capsys, data):
+    line = refuse(capsys, smoke(tmp_path / "s", data, "evaluation.metrics=[mig, udr]"))
+    assert line.endswith(": evaluation.metrics: udr compares the seeds of a configuration; it needs "
+                         "search.repeats >= 2 (got 1)"), line
+    assert not (tmp_path / "s").exists()
+
+
+def test_probe_label_that_the_data_lacks(tmp_path, capsys, data):
+    refuse(capsys, smoke(tmp_path / "s", data, "evaluation.metrics=[mig, probe]", "evaluation.probe_label=y"),
+           "evaluation.probe_label: 'y' is not a label column of dataset 'dsprites'")
+    assert not (tmp_path / "s").exists()
+
+
 def test_asha_metric_not_reported_every_epoch(tmp_path, capsys, data):
     refuse(capsys, smoke(tmp_path / "s", data, "scheduler={name: asha, metric: mig}"), "scheduler.metric:", "mig")
 
