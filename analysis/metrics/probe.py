@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from analysis.metrics.utils import RepresentationFn
 
-__all__ = ["compute_probe", "probe_from_codes", "TEST_FRACTION"]
+__all__ = ["TEST_FRACTION", "compute_probe", "probe_from_codes"]
 
 TEST_FRACTION = 0.25  # of the held-out rows scored; the rest fit the probe
 MAX_ITER = 1_000  # lbfgs iterations: standardised codes converge in far fewer

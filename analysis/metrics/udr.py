@@ -49,8 +49,16 @@ import torch
 from scipy.stats import rankdata
 from sklearn.linear_model import Lasso
 
-__all__ = ["UDRResult", "udr_from_codes", "codes_and_kl", "compute_udr", "configuration_groups",
-           "LASSO_ALPHA", "KL_THRESHOLD", "UDR_NUM_SAMPLES"]
+__all__ = [
+    "KL_THRESHOLD",
+    "LASSO_ALPHA",
+    "UDR_NUM_SAMPLES",
+    "UDRResult",
+    "codes_and_kl",
+    "compute_udr",
+    "configuration_groups",
+    "udr_from_codes",
+]
 
 LASSO_ALPHA = 0.1  # disentanglement_lib's lasso_correlation_matrix
 KL_THRESHOLD = 0.01  # nats; disentanglement_lib's kl_filter_threshold

@@ -183,16 +183,16 @@ def test_rescore_udr_combines_with_per_trial_metrics(seeds_study):
 
 def test_rescore_udr_of_one_seed_per_configuration_is_refused(study_dir):
     proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "udr"],
-                          cwd=REPO, capture_output=True, text=True)
+                          cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["error: udr compares the seeds of a configuration, but no configuration "
-                                                "has 2 finished trials with a checkpoint (search.repeats >= 2)"]
+    assert proc.stderr.strip().splitlines() == [("error: udr compares the seeds of a configuration, but no configuration "
+                                                 "has 2 finished trials with a checkpoint (search.repeats >= 2)")]
 
 
 def test_rescore_refuses_metrics_scored_during_training_only(study_dir):
     before = (study_dir / "trials.parquet").read_bytes()
     proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "probe"],
-                          cwd=REPO, capture_output=True, text=True)
+                          cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "probe is scored during training only" in proc.stderr and "udr" in proc.stderr

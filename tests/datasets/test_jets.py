@@ -322,7 +322,7 @@ def test_streamed_splits_hold_preprocessed_rows(jets_file, local_ray):
 
 
 def test_val_rows_read_the_first_validation_rows_without_ray(jets_file, monkeypatch):
-    import datasets.jets as jets
+    from datasets import jets
 
     monkeypatch.setattr(jets, "read_hdf5", None)  # the Ray Data reader must not be involved
     prepared = load_jets(JetsOptions(name="jets", path=jets_file, image_size=16, image_mode="resize",

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.metrics.udr import (LASSO_ALPHA, codes_and_kl, configuration_groups, udr_from_codes,
-                                  _relative_strength)
+from analysis.metrics.udr import LASSO_ALPHA, _relative_strength, codes_and_kl, configuration_groups, udr_from_codes
 
 CORRELATIONS = ["lasso", "spearman"]
 # The same code scores 1 under spearman and 1 - alpha under the lasso (its shrinkage of a unit-variance code).
@@ -167,7 +166,7 @@ class PixelCode(torch.nn.Module):
 def test_compute_udr_scores_each_trial_against_the_seeds_of_its_configuration(grid_code, correlation, monkeypatch):
     import types
 
-    import analysis.checkpoints as checkpoints
+    from analysis import checkpoints
     from analysis.metrics.udr import compute_udr
 
     images = np.zeros((len(grid_code), 1, 2, 2), dtype=np.float32)
