@@ -2,7 +2,9 @@
 
 :class:`Evaluator` computes the metrics of ``evaluation.metrics`` on a trained model: ground-truth
 metrics (MIG, SAP, ...) score the model's codes of the held-out rows against their factors;
-sample metrics (``sample_mmd``) compare the model's samples with held-out images. A metric that
+sample metrics (``sample_mmd``) compare the model's samples with held-out images; the ``probe``
+scores the codes of held-out rows against their label column (``evaluation.probe_label``).
+Study-level metrics (``udr``) compare the trials after they end and are skipped here. A metric that
 cannot be computed raises :class:`MetricUnavailable`, so a trial never ends without a number it
 promised (the spec refuses such a study before Ray starts; this is the guard behind it).
 """
@@ -18,6 +20,7 @@ import torch
 from analysis.metrics import METRICS
 from datasets.base import ArrayGroundTruthData
 from trainables.protocol import representation_fn, supports
+from trainables.trial import HeldOut
 
 __all__ = ["Evaluator", "MetricUnavailable", "metric_requirement"]
 
@@ -44,7 +47,7 @@ def metric_requirement(name: str, *, has_factors: bool, model_cls: type,
     metric = METRICS[name]
     if metric.kind == "samples":
         return None if supports(model_cls, "sample") else f"{name} needs model samples, and the family has no `sample`"
-    if not has_factors:
+    if metric.kind == "ground_truth" and not has_factors:
         return f"{name} needs ground-truth factors, and the dataset has none"
     if metric.scores_factors and varying_factors == 0:
         return (f"{name} scores codes against ground-truth factors, and every ground-truth factor is constant in "
@@ -65,6 +68,7 @@ class Evaluator:
         ground_truth: The held-out rows with their factors, or None when the data has none.
         num_test: Held-out samples of the metrics that score one (``evaluation.num_test``); None
             keeps each metric's default (5,000).
+        probe_label: The held-out rows' label column the ``probe`` scores (``evaluation.probe_label``).
     """
 
     metrics: list[str]
@@ -72,25 +76,26 @@ class Evaluator:
     seed: int
     ground_truth: ArrayGroundTruthData | None = field(default=None, repr=False)
     num_test: int | None = None
+    probe_label: str | None = None
 
-    def __call__(self, model: torch.nn.Module, device: torch.device,
-                 held_out: Callable[[int], np.ndarray]) -> dict[str, float]:
-        """Every requested metric of ``model`` (in eval mode, on ``device``).
+    def __call__(self, model: torch.nn.Module, device: torch.device, held_out: HeldOut) -> dict[str, float]:
+        """Every per-trial metric requested of ``model`` (in eval mode, on ``device``).
 
         Args:
             model: The trained model.
             device: Where the model is.
-            held_out: ``held_out(num)`` -> up to ``num`` validation images float32 ``(num, ...)``.
+            held_out: ``held_out(num)`` -> up to ``num`` validation images float32 ``(num, ...)``;
+                ``held_out(num, column)`` -> that column of the same rows.
 
         Returns:
             Each metric's result keys (``mig``, ``sample_mmd``, ...) with their values.
 
         Raises:
             MetricUnavailable: If a metric cannot be computed (no factors, every factor constant,
-                no encoder, no samples).
+                no encoder, no samples, no label column).
         """
         results: dict[str, float] = {}
-        for name in self.metrics:
+        for name in self._per_trial:
             reason = metric_requirement(name, has_factors=self.ground_truth is not None, model_cls=type(model),
                                         varying_factors=self._varying_factors())
             if reason is not None:
@@ -99,10 +104,13 @@ class Evaluator:
             rng = np.random.default_rng(self.seed)
             if metric.kind == "samples":
                 results.update(metric.compute(held_out(self.num_train), _sampler(model), random_state=rng))
+            elif metric.kind == "labels":
+                images, labels = self._labelled(held_out)
+                results.update(metric.compute(images, labels, representation_fn(model, device), random_state=rng))
             else:
                 results.update(metric.score(self.ground_truth, representation_fn(model, device), random_state=rng,
                                             num_train=self.num_train, num_test=self.num_test))
-        missing = [key for name in self.metrics for key in METRICS[name].keys if key not in results]
+        missing = [key for name in self._per_trial for key in METRICS[name].keys if key not in results]
         if missing:
             raise MetricUnavailable(f"evaluation.metrics: {missing[0]!r} was not produced")
         return results
@@ -113,6 +121,22 @@ class Evaluator:
             return None
         factors = self.ground_truth.factors  # (N, num_factors)
         return int(sum(len(np.unique(factors[:, i])) > 1 for i in range(factors.shape[1])))
+
+
+    @property
+    def _per_trial(self) -> list[str]:
+        """The requested metrics computed at the end of a trial (not the study-level ones)."""
+        return [name for name in self.metrics if METRICS[name].kind != "study"]
+
+    def _labelled(self, held_out: HeldOut) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``num_train`` held-out images and their ``probe_label`` column, row for row."""
+        if self.probe_label is None:
+            raise MetricUnavailable("evaluation.probe_label: the probe needs a label column of the data (e.g. y)")
+        try:
+            return held_out(self.num_train), held_out(self.num_train, self.probe_label)
+        except KeyError:
+            raise MetricUnavailable(f"evaluation.probe_label: the held-out rows have no column "
+                                    f"{self.probe_label!r}") from None
 
 
 def _sampler(model: torch.nn.Module) -> Callable[[int, np.random.Generator], np.ndarray]:

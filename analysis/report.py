@@ -33,14 +33,25 @@ import pandas as pd  # noqa: E402
 from analysis import plots  # noqa: E402
 from analysis.checkpoints import NoGroundTruth  # noqa: E402
 from analysis.cli import ArgumentParser, one_line  # noqa: E402
-from analysis.metrics import metric_key_modes  # noqa: E402
-from analysis.results import (EPOCHS_FILE, REPORT_DIR, TRIALS_FILE, StudyDir, StudyFileError, StudyInfo,  # noqa: E402
-                              StudyLock, best_trial, is_directory, load_epochs, load_trials, require_columns)
-from datasets.storage import StorageError  # noqa: E402
-from datasets.registry import DataError  # noqa: E402
 from analysis.instrument import instrument_sections  # noqa: E402
-from analysis.tables import (best_configurations, disentanglement_table, markdown_table_html, to_markdown,  # noqa: E402
-                             write_table)
+from analysis.metrics import metric_key_modes  # noqa: E402
+from analysis.results import (  # noqa: E402
+    EPOCHS_FILE,
+    REPORT_DIR,
+    TRIALS_FILE,
+    StudyDir,
+    StudyFileError,
+    StudyInfo,
+    StudyLock,
+    best_trial,
+    is_directory,
+    load_epochs,
+    load_trials,
+    require_columns,
+)
+from analysis.tables import best_configurations, disentanglement_table, markdown_table_html, to_markdown, write_table  # noqa: E402
+from datasets.registry import DataError  # noqa: E402
+from datasets.storage import StorageError  # noqa: E402
 
 __all__ = ["write_report"]
 

@@ -4,7 +4,10 @@ Recomputes the named metrics for every finished trial from its last checkpoint, 
 study's held-out rows (the split is recomputed from the study's seed), without retraining,
 and writes them as columns of ``trials.parquet`` (rewritten atomically; other columns and
 the study metadata kept). Each trial's metric draws its samples from a generator seeded
-with the trial's seed, so rescoring twice gives the same values.
+with the trial's seed, so rescoring twice gives the same values. ``udr`` compares the seeds of
+each configuration (:func:`analysis.metrics.udr.compute_udr`, seeded with the study's seed); it
+needs no ground-truth factors. Metrics scored during training only (``sample_mmd``, ``probe``)
+are refused.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ import sys
 
 import numpy as np
 import pandas as pd
-
 from pydantic import ValidationError
 
 from analysis.checkpoints import NoGroundTruth, load_ground_truth, load_trial_model, representation_fn
 from analysis.cli import ArgumentParser, one_line
 from analysis.metrics import METRICS
-from analysis.results import (TRIALS_FILE, StudyDir, StudyFileError, StudyLock, load_trials, require_columns,
-                              resolve_checkpoint)
+from analysis.results import (
+    TRIALS_FILE,
+    StudyDir,
+    StudyFileError,
+    StudyLock,
+    load_trials,
+    require_columns,
+    resolve_checkpoint,
+)
 from datasets.registry import DataError
 from datasets.storage import StorageError
 
@@ -48,6 +57,10 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise KeyError(f"--metrics: unknown metric {unknown[0]!r}; expected any of {sorted(METRICS)}")
+    trained_only = [m for m in metrics if m not in _rescorable()]
+    if trained_only:
+        raise ValueError(f"--metrics: {trained_only[0]} is scored during training only; rescore computes "
+                         f"{', '.join(_rescorable())}")
     for flag, value in (("--num-train", num_train), ("--num-test", num_test)):
         if value is not None and value < 1:
             raise ValueError(f"{flag}: expected a positive number of samples (got {value}); omit it for the study's")
@@ -57,14 +70,15 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
     info = study.read_info()
     num_train = num_train if num_train is not None else info.evaluation.num_train
     num_test = num_test if num_test is not None else info.evaluation.num_test
-    ground_truth = load_ground_truth(info)
+    per_trial = [m for m in metrics if METRICS[m].kind == "ground_truth"]
+    ground_truth = load_ground_truth(info) if per_trial else None
     rows = trials.index[(trials["status"] == "TERMINATED") & trials["checkpoint_path"].notna()]
-    for index in rows:
+    for index in rows if per_trial else []:
         row = trials.loc[index]
         model, trial = load_trial_model(resolve_checkpoint(study, row["checkpoint_path"]))
         encode = representation_fn(model)
         scores: dict[str, float] = {}
-        for name in metrics:
+        for name in per_trial:
             rng = np.random.default_rng(int(trial["seed"]))
             scores.update(METRICS[name].score(ground_truth, encode, random_state=rng, num_train=num_train,
                                               num_test=num_test))
@@ -73,14 +87,22 @@ def rescore(study: str | os.PathLike | StudyDir, metrics: list[str], *, num_trai
                 trials[key] = np.nan
             trials.loc[index, key] = value
         progress(f"{row['trial_id']}: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+    for name in (m for m in metrics if METRICS[m].kind == "study"):
+        trials = METRICS[name].compute(trials, info, study=study, random_state=np.random.default_rng(info.seed))
+        progress(f"{name}: " + ", ".join(f"{t}={v:.4g}" for t, v in zip(trials["trial_id"], trials[name]) if pd.notna(v)))
     study.write_table(TRIALS_FILE, trials, info)
     return trials
+
+
+def _rescorable() -> list[str]:
+    """The metrics rescore computes from checkpoints: ground-truth ones per trial, study-level ones (udr)."""
+    return sorted(name for name, metric in METRICS.items() if metric.kind in ("ground_truth", "study"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m analysis.rescore", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", help="the study directory: a local path or a URI (s3://bucket/studies/NAME)")
-    parser.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(sorted(METRICS))}")
+    parser.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(_rescorable())}")
     parser.add_argument("--num-train", type=int, default=None, help="samples per metric, > 0 (default: the study's evaluation.num_train)")
     parser.add_argument("--num-test", type=int, default=None,
                         help="held-out samples of beta_vae, factor_vae, dci, sap, modularity, > 0 (default: the study's)")

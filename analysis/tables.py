@@ -1,4 +1,5 @@
-"""Disentanglement tables: metrics per configuration, mean +/- std over repeats."""
+"""Disentanglement tables: metrics per configuration, mean +/- std over repeats; UDR's ranking and
+its agreement with the supervised metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.importance import importance_table  # re-exported for Jupyter
-from analysis.metrics import resolve_modes
+from analysis.metrics import METRICS, resolve_modes
 from analysis.variance import variance_table  # re-exported for Jupyter
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "importance_table",
     "variance_table",
     "markdown_table_html",
+    "udr_table",
+    "udr_correlations",
 ]
 
 DEFAULT_METRICS = ("mig", "val_elbo", "val_recon_loss", "val_kl")
@@ -101,6 +104,61 @@ def best_configurations(
         rows.append({"metric": metric, "mode": mode, **dict(zip(by, key)), "mean": stats.at[best, "mean"],
                      "std": stats.at[best, "std"], "n": int(stats.at[best, "count"])})
     return pd.DataFrame(rows, columns=["metric", "mode", *by, "mean", "std", "n"])
+
+
+def udr_table(trials: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    """Configurations ranked by their mean UDR over seeds, best first.
+
+    Args:
+        trials: The trials table, with the ``udr`` column (``analysis.metrics.udr.compute_udr``).
+        params: Configuration columns (the searched parameters).
+
+    Returns:
+        :func:`disentanglement_table` of ``udr`` (the ``params``, ``n`` finished seeds, ``udr_mean``,
+        ``udr_std``) sorted by ``udr_mean`` descending (NaN last; ties in ``params`` order), with a
+        fresh index.
+
+    Raises:
+        KeyError: If ``udr`` or a ``params`` column is missing.
+    """
+    if "udr" not in trials:
+        raise KeyError("no column 'udr' in the trials table (python -m analysis.rescore STUDY --metrics udr)")
+    table = disentanglement_table(trials, params, ["udr"])
+    return table.sort_values("udr_mean", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def udr_correlations(trials: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Spearman rank correlation of UDR with each supervised metric over finished trials (the check of
+    Duan et al. 2020, arXiv:1905.12614: whether UDR ranks models as the supervised metrics do).
+
+    Args:
+        trials: The trials table with ``udr`` and metric columns.
+        metrics: Metric columns to correlate with; None: every result key of the ground-truth
+            metrics (``mig``, ``dci_disentanglement``, ``sap``, ``factor_vae``, ``beta_vae``, ...)
+            present in ``trials``. Absent columns are skipped.
+
+    Returns:
+        One row per metric: ``metric``, ``n`` (finished trials with both values), ``spearman_rho``
+        in [-1, 1] and ``p_value`` (two-sided; both NaN for fewer than 3 pairs or a constant column).
+
+    Raises:
+        KeyError: If ``udr`` is missing.
+    """
+    from scipy.stats import spearmanr
+
+    if "udr" not in trials:
+        raise KeyError("no column 'udr' in the trials table (python -m analysis.rescore STUDY --metrics udr)")
+    if metrics is None:
+        metrics = [key for metric in METRICS.values() if metric.kind == "ground_truth" for key in metric.keys]
+    done = trials[trials["status"] == "TERMINATED"] if "status" in trials else trials
+    rows = []
+    for metric in dict.fromkeys(m for m in metrics if m in done and m != "udr"):
+        pairs = done[["udr", metric]].apply(pd.to_numeric, errors="coerce").dropna()
+        rho = p_value = np.nan
+        if len(pairs) >= 3 and pairs["udr"].nunique() > 1 and pairs[metric].nunique() > 1:
+            rho, p_value = spearmanr(pairs["udr"], pairs[metric])
+        rows.append({"metric": metric, "n": len(pairs), "spearman_rho": float(rho), "p_value": float(p_value)})
+    return pd.DataFrame(rows, columns=["metric", "n", "spearman_rho", "p_value"])
 
 
 def _number(value: float) -> str:

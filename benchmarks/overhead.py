@@ -54,8 +54,8 @@ from analysis.cli import ArgumentParser, comma_list, directory, int_in  # noqa: 
 from analysis.metrics import compute_mig  # noqa: E402
 from datasets.registry import DataError, get_dataset, split_rows  # noqa: E402
 from study.spec import SpecError, load_spec  # noqa: E402
-from trainables.trial import trial_seed  # noqa: E402
 from trainables.registry import get_family  # noqa: E402
+from trainables.trial import trial_seed  # noqa: E402
 
 CONFIG = REPO / "configs" / "beta_sweep.yaml"
 BETAS = [1, 4, 16, 2, 8, 6]

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from analysis.cli import ArgumentParser, directory, int_in  # noqa: E402
+
 CONFIG = REPO / "configs" / "toy_beta_sweep.yaml"
 CONCURRENT = 2  # trials at a time: 2 CPUs, one each
 

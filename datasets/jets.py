@@ -351,7 +351,8 @@ def load_jets(options: JetsOptions, seed: int) -> PreparedData:
                               check_finite=options.scan_rows is not None)
     return PreparedData(train={}, val={}, input_shape=(3, size, size), ground_truth=None, source=path, info=info,
                         ray_datasets=build, column_shapes={"image": (3, size, size), **{k: () for k in SCALAR_KEYS}},
-                        column_classes={"y": 2}, channel_names=tuple(CHANNELS))  # y: 1 quark, 0 gluon
+                        column_classes={"y": 2}, channel_names=tuple(CHANNELS),  # y: 1 quark, 0 gluon
+                        read_val=functools.partial(_val_rows, path, val, pre, options.rows_per_block))
 
 
 def _checked_file(path: Location, options: JetsOptions) -> tuple[int, int, dict[str, dict[str, Any]]]:
@@ -402,6 +403,21 @@ def _datasets(path: Location, train: list[tuple[int, int]], val: list[tuple[int,
               "check_finite": check_finite,
               "num_cpus": read_cpus, "concurrency": read_concurrency, "buffer_bytes": buffer_mb * 2**20}
     return {"train": read_hdf5(path, keys, ranges=train, **common), "val": read_hdf5(path, keys, ranges=val, **common)}
+
+
+def _val_rows(path: Location, ranges: list[tuple[int, int]], pre: JetPreprocessor, rows_per_block: int,
+              num: int) -> dict[str, np.ndarray]:
+    """The first ``num`` validation rows (blocks in file order), preprocessed as the streamed
+    datasets serve them: ``image`` ``(num, 3, S, S)`` float32, ``y``, ``m0``, ``pt`` float32; no Ray."""
+    parts, left = [], num
+    for start, stop in ranges:
+        if left <= 0:
+            break
+        stop = min(stop, start + left)
+        parts += [pre(columns) for columns in iter_rows(path, [IMAGE_KEY, *SCALAR_KEYS], start, stop,
+                                                        rows_per_block=rows_per_block)]
+        left -= stop - start
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
 @register_dataset("jets", JetsOptions)

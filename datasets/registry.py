@@ -159,6 +159,8 @@ class PreparedData:
             called with the model's per-sample ``predictions`` of the whole pass (CPU tensors
             ``(N_val, ...)`` by name), returns ``{name: value}`` reported as ``val_<name>``
             (declared by :meth:`DatasetOptions.extra_metrics`). Must pickle (it goes to the workers).
+        read_val: For streamed data: ``read_val(num)`` -> the first ``num`` validation rows by
+            column, as the streamed datasets serve them, read without Ray (:meth:`val_rows`).
     """
 
     train: dict[str, np.ndarray]
@@ -172,6 +174,7 @@ class PreparedData:
     column_classes: dict[str, int] | None = None  # streamed data: label columns and their class counts
     channel_names: tuple[str, ...] | None = None
     validation_metrics: Callable[[dict[str, Any]], dict[str, float]] | None = None
+    read_val: Callable[[int], dict[str, np.ndarray]] | None = None  # streamed data: first val rows, no Ray
     _fingerprint: Fingerprint | None = field(default=None, init=False, repr=False)  # computed once
 
     def describe(self) -> DataDescription:
@@ -198,6 +201,20 @@ class PreparedData:
             num_val=int(self.info.get("num_val", len(next(iter(self.val.values()), ())))),
             factor_sizes=tuple(len(np.unique(factors[:, i])) for i in range(factors.shape[1])),
         )
+
+    def val_rows(self, num: int) -> dict[str, np.ndarray]:
+        """Up to the first ``num`` validation rows by column (``image`` float32 ``(num, C, H, W)``, ...),
+        from memory or, for streamed data, read from the source without Ray (analysis after a study).
+
+        Raises:
+            DataError: If the data streams and its loader gives no way to read rows without Ray.
+        """
+        if self.ray_datasets is None:
+            return {name: np.asarray(array[:num]) for name, array in self.val.items()}
+        if self.read_val is None:
+            raise DataError(f"{self.source}: the validation rows stream through Ray Data, and the loader reads none "
+                            "without Ray")
+        return self.read_val(num)
 
     def fingerprint(self) -> Fingerprint:
         """What was read, to tell a resumed study's data from another: the source path or URI, its

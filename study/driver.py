@@ -76,7 +76,8 @@ def trial_config(spec: StudySpec, config: dict[str, Any], data: TrialData) -> Tr
         snapshot_epochs=evaluation.snapshot_epochs,
         snapshot_samples=evaluation.snapshot_samples,
         evaluate=Evaluator(list(evaluation.metrics), evaluation.num_train, seed, data.ground_truth,
-                           num_test=evaluation.num_test) if evaluation.metrics else None,
+                           num_test=evaluation.num_test, probe_label=evaluation.probe_label)
+        if evaluation.metrics else None,
         validation_metrics=data.validation_metrics,
         description={"evaluation": {"metrics": list(evaluation.metrics), "num_train": evaluation.num_train,
                                     "num_test": evaluation.num_test},

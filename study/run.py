@@ -26,8 +26,17 @@ from pathlib import Path
 from analysis.cli import ArgumentParser, int_in, one_line
 from analysis.results import LOCK_FILE, SPEC_FILE, DataRecord, StudyDir, StudyLock, best_trial
 from datasets.registry import PreparedData
-from study.checks import (BAD_INPUT, check_address, check_local_gpus, check_same_data, check_same_place, check_study_dir, check_trusted,
-                          load_data, open_study)
+from study.checks import (
+    BAD_INPUT,
+    check_address,
+    check_local_gpus,
+    check_same_data,
+    check_same_place,
+    check_study_dir,
+    check_trusted,
+    load_data,
+    open_study,
+)
 from study.journal import StudyJournal
 from study.spec import StudySpec, load_spec
 
@@ -220,6 +229,7 @@ def _finish(spec: StudySpec, study: StudyDir, args: argparse.Namespace, seconds:
     if len(finished) < expected:
         print(f"{RESUME_LINE} ({len(finished)} of {expected} trials ended)", file=sys.stderr)
         return INTERRUPTS.code
+    trials = _study_metrics(spec, study, trials)
     if not args.no_report:
         from analysis.report import write_report
 
@@ -227,10 +237,35 @@ def _finish(spec: StudySpec, study: StudyDir, args: argparse.Namespace, seconds:
     return _holes(trials, spec, trials_path.rsplit("/", 1)[-1])
 
 
+def _study_metrics(spec: StudySpec, study: StudyDir, trials):
+    """The trials table with the study-level metrics asked for (``udr``: each trial against the other
+    seeds of its configuration) added and written to ``trials.parquet``; one that cannot be computed
+    leaves its column empty (a hole, see :func:`_holes`) and says why on one line."""
+    import numpy as np
+
+    from analysis.metrics import METRICS
+    from analysis.results import TRIALS_FILE
+
+    names = [name for name in spec.evaluation.metrics if METRICS[name].kind == "study"]
+    if not names:
+        return trials
+    info = spec.info()
+    for name in names:
+        try:
+            trials = METRICS[name].compute(trials, info, study=study, random_state=np.random.default_rng(spec.seed))
+        except (ValueError, OSError) as err:  # data, checkpoints or storage unreadable here
+            print(f"{name}: not computed: {one_line(str(err))}", file=sys.stderr)
+    study.write_table(TRIALS_FILE, trials, info)
+    print(f"{', '.join(names)}: written to {study.uri(TRIALS_FILE)}")
+    return trials
+
+
 def _holes(trials, spec: StudySpec, table: str) -> int:
     """1 with a one-line summary on stderr when a trial errored or a finished trial lacks an
-    objective metric; else 0."""
+    objective metric or a study-level metric asked for (udr); else 0."""
     import pandas as pd
+
+    from analysis.metrics import METRICS
 
     errored = int((trials["status"] == "ERROR").sum())
     done = trials[trials["status"] == "TERMINATED"]
@@ -243,12 +278,16 @@ def _holes(trials, spec: StudySpec, table: str) -> int:
         early = done["epochs_run"] < spec.training.epochs
     lacking = [i for i in done.index if not early[i]
                and any(m not in done or pd.isna(done.loc[i, m]) for m in spec.objective.metrics)]
+    after = [key for name in spec.evaluation.metrics if METRICS[name].kind == "study" for key in METRICS[name].keys]
+    unscored = [i for i in done.index if any(k not in done or pd.isna(done.loc[i, k]) for k in after)]
     problems = []
     if errored:
         problems.append(f"{errored} trial(s) errored (see the error column of {table})")
     if lacking:
         ids = ", ".join(str(done.loc[i, "trial_id"]) for i in lacking[:5])
         problems.append(f"{len(lacking)} finished trial(s) lack the objective {spec.objective.metrics} ({ids})")
+    if unscored:
+        problems.append(f"{len(unscored)} finished trial(s) lack {after} (compared across seeds after the trials)")
     if not len(done):
         problems.append("no trial finished")
     if problems:

@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_serializer,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from analysis.cli import one_line, shorten
 from analysis.evaluation import metric_requirement
@@ -24,8 +33,18 @@ from analysis.metrics import METRICS, metric_key_modes
 from analysis.results import SPEC_FILE, EvaluationInfo, ObjectiveInfo, StudyDir, StudyFileError, StudyInfo
 from datasets.registry import DataDescription, DatasetOptions, fraction_rows, get_dataset
 from datasets.storage import is_uri
-from study.params import (FAMILY_KEY, CategoricalParam, FamilySpace, FixedParam, RangeParam, SearchEntry, SpaceEntry,
-                          grid_points, grid_size, space_entries)
+from study.params import (
+    FAMILY_KEY,
+    CategoricalParam,
+    FamilySpace,
+    FixedParam,
+    RangeParam,
+    SearchEntry,
+    SpaceEntry,
+    grid_points,
+    grid_size,
+    space_entries,
+)
 from trainables.precision import FP16_ON_CPU
 from trainables.protocol import supports
 from trainables.registry import get_family
@@ -140,6 +159,8 @@ class EvaluationSpec(BaseModel):
     # Epochs count from 1, each listed once, none past the training budget (StudySpec checks it).
     snapshot_samples: int = Field(8, ge=0, le=256)
     snapshot_epochs: list[int] | None = None
+    # The label column the probe metric reads off the latent means (jets: y); checked against the data.
+    probe_label: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("metrics")
     @classmethod
@@ -158,6 +179,13 @@ class EvaluationSpec(BaseModel):
             if epoch in value[:i]:
                 raise ValueError(f"epoch {epoch} is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _probe(self) -> EvaluationSpec:
+        if ("probe" in self.metrics) != (self.probe_label is not None):
+            raise ValueError("evaluation.probe_label: the probe metric reads a label column (e.g. probe_label: y); "
+                             "give both, or neither")
+        return self
 
 
 class StudySpec(BaseModel):
@@ -365,14 +393,7 @@ class StudySpec(BaseModel):
             epoch_metrics = [m for m in epoch_metrics if m in names] if epoch_metrics else list(names)
         epoch_metrics += [m for m in self.dataset.extra_metrics() if m not in epoch_metrics]
         who = f"family {families[0].name!r}" if len(families) == 1 else f"every family of {self.family_names}"
-        for name in self.evaluation.metrics:
-            for family in families:
-                # Whether the family can produce it at all; whether the data has factors is checked
-                # against the loaded data (check_data), still before Ray starts.
-                reason = metric_requirement(name, has_factors=True, model_cls=family.model_cls)
-                if reason is not None:
-                    raise ValueError(f"evaluation.metrics: {reason} (family {family.name!r})")
-        reported = set(epoch_metrics) | set(metric_key_modes(self.evaluation.metrics))
+        reported = set(epoch_metrics) | self._check_evaluation(families)
         for metric in self.objective.metrics:
             if metric not in reported:
                 raise ValueError(
@@ -399,6 +420,22 @@ class StudySpec(BaseModel):
             else ("training.precision", [self.training.precision])
         if self.resources.gpus_per_trial == 0 and "fp16" in values:
             raise ValueError(f"{where}: the trials train on the CPU (resources.gpus_per_trial: 0), but {FP16_ON_CPU}")
+
+    def _check_evaluation(self, families: list) -> set[str]:
+        """Checks that every family can produce each requested metric; returns the result keys a trial
+        reports (a study-level metric such as udr is computed after the trials: no objective)."""
+        for name in self.evaluation.metrics:
+            for family in families:
+                # Whether the family can produce it at all; whether the data has factors is checked
+                # against the loaded data (check_data), still before Ray starts.
+                reason = metric_requirement(name, has_factors=True, model_cls=family.model_cls)
+                if reason is not None:
+                    raise ValueError(f"evaluation.metrics: {reason} (family {family.name!r})")
+        after_trials = [m for m in self.evaluation.metrics if METRICS[m].kind == "study"]
+        if after_trials and self.search.repeats < 2:
+            raise ValueError(f"evaluation.metrics: {after_trials[0]} compares the seeds of a configuration; it needs "
+                             f"search.repeats >= 2 (got {self.search.repeats})")
+        return set(metric_key_modes([m for m in self.evaluation.metrics if m not in after_trials]))
 
     def _check_entries(self, families: list) -> None:
         """Checks every search-space entry against the families it applies to (or the training settings)."""
@@ -482,6 +519,10 @@ class StudySpec(BaseModel):
                                             model_cls=get_family(family_name).model_cls)
                 if reason is not None:
                     raise ValueError(f"evaluation.metrics: {reason} (dataset {self.dataset.name!r})")
+        label = self.evaluation.probe_label
+        if label is not None and label not in data.classes:
+            raise ValueError(f"evaluation.probe_label: {label!r} is not a label column of dataset "
+                             f"{self.dataset.name!r}; expected one of {sorted(data.classes)}")
         self._check_train_fraction(data.num_train)
         for chosen in self._trials_to_check():
             family = get_family(self.trial_family(chosen))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+
 from study.checks import UsageError
 from study.driver import TrialData
 from study.journal import StudyJournal

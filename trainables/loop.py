@@ -16,7 +16,6 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from trainables.checkpoint import Provenance, load_saved_trial, provenance, save
 from trainables.precision import Amp
 from trainables.protocol import Session, Shard, supports, unwrap
 from trainables.training import TrainingSpec
-from trainables.trial import TrialConfig, build_model
+from trainables.trial import HeldOut, TrialConfig, build_model
 
 __all__ = ["run_worker", "TrainState", "EpochResult"]
 
@@ -301,25 +300,28 @@ def _snapshot(config: TrialConfig, state: TrainState) -> None:
             state.snapshots[f"epoch_{state.epoch:04d}_{name}"] = value.float().cpu().numpy()
 
 
-def _first_rows(shard: Shard, num: int, batch_size: int) -> np.ndarray:
-    """Up to ``num`` images of ``shard`` as float32 ``(num, ...)``."""
+def _first_rows(shard: Shard, num: int, batch_size: int) -> dict[str, np.ndarray]:
+    """Up to ``num`` rows of ``shard`` by column (``image`` as float32 ``(num, ...)``)."""
     parts, total = [], 0
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        parts.append(np.asarray(batch["image"], dtype=np.float32))
-        total += len(parts[-1])
+        parts.append(batch)
+        total += len(batch["image"])
         if total >= num:
             break
-    return np.concatenate(parts)[:num]
+    rows = {name: np.concatenate([np.asarray(part[name]) for part in parts])[:num] for name in parts[0]}
+    rows["image"] = rows["image"].astype(np.float32, copy=False)
+    return rows
 
 
-def _held_out(shard: Shard, batch_size: int) -> Callable[[int], np.ndarray]:
-    """``held_out(num)``: up to ``num`` validation images of ``shard``, read on first use and cached."""
-    cache: dict[int, np.ndarray] = {}
+def _held_out(shard: Shard, batch_size: int) -> HeldOut:
+    """``held_out(num, column="image")``: a column of up to ``num`` validation rows of ``shard``
+    (every column read in one pass, on first use, and cached: the columns hold the same rows)."""
+    cache: dict[int, dict[str, np.ndarray]] = {}
 
-    def held_out(num: int) -> np.ndarray:
+    def held_out(num: int, column: str = "image") -> np.ndarray:
         if num not in cache:
             cache[num] = _first_rows(shard, num, batch_size)
-        return cache[num]
+        return cache[num][column]
 
     return held_out
 

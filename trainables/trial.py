@@ -8,7 +8,7 @@ builds it from a study spec and one sampled configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -17,12 +17,21 @@ from pydantic import BaseModel
 from trainables.registry import get_family
 from trainables.training import TrainingSpec
 
-__all__ = ["TrialConfig", "Evaluate", "ValidationMetrics", "REPEAT_KEY", "trial_seed", "build_model"]
+__all__ = ["TrialConfig", "Evaluate", "HeldOut", "ValidationMetrics", "REPEAT_KEY", "trial_seed", "build_model"]
 
-# The evaluation a study hands the loop: ``evaluate(model, device, held_out)`` -> named floats,
-# where ``held_out(num)`` returns up to ``num`` validation images float32 ``(num, ...)``. It raises
-# when a requested metric cannot be computed (a hole must not look like a result).
-Evaluate = Callable[[torch.nn.Module, torch.device, Callable[[int], np.ndarray]], dict[str, float]]
+
+
+class HeldOut(Protocol):
+    """The validation rows the end-of-trial evaluation reads: ``held_out(num)`` -> up to ``num``
+    images float32 ``(num, ...)``; ``held_out(num, column)`` -> that column of the same rows (a label
+    such as ``y``). Raises KeyError for a column the rows do not have."""
+
+    def __call__(self, num: int, column: str = "image") -> np.ndarray: ...
+
+
+# The evaluation a study hands the loop: ``evaluate(model, device, held_out)`` -> named floats. It
+# raises when a requested metric cannot be computed (a hole must not look like a result).
+Evaluate = Callable[[torch.nn.Module, torch.device, HeldOut], dict[str, float]]
 # A dataset's per-epoch metrics from the concatenated per-sample predictions of a validation pass.
 ValidationMetrics = Callable[[dict[str, torch.Tensor]], dict[str, float]]
 

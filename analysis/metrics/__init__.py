@@ -3,15 +3,18 @@
 ``METRICS`` maps the names a study spec uses (``evaluation.metrics``) to a :class:`Metric`:
 its sampler wrapper ``compute(dataset, representation_fn, *, random_state, num_train) -> dict``
 (``Metric.score`` adds the held-out size, ``num_test``, under the metric's own keyword) and the
-result keys it returns, each with whether higher (``max``) or lower (``min``) is better.
+result keys it returns, each with whether higher (``max``) or lower (``min``) is better. Two
+kinds score something else than a trial's codes against factors: ``labels`` (``probe``: a data
+label column, during the trial) and ``study`` (``udr``: the seeds of each configuration, after
+every trial ended).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from collections.abc import Sequence
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -21,8 +24,10 @@ from analysis.metrics.factor_vae import compute_factor_vae
 from analysis.metrics.gaussian_tc import compute_gaussian_tc
 from analysis.metrics.mig import compute_mig, mig_from_codes
 from analysis.metrics.modularity_explicitness import compute_modularity_explicitness
-from analysis.metrics.sap import compute_sap
+from analysis.metrics.probe import compute_probe
 from analysis.metrics.sample_mmd import compute_sample_mmd
+from analysis.metrics.sap import compute_sap
+from analysis.metrics.udr import compute_udr, udr_from_codes
 
 __all__ = [
     "METRICS",
@@ -36,9 +41,12 @@ __all__ = [
     "compute_gaussian_tc",
     "compute_mig",
     "compute_modularity_explicitness",
+    "compute_probe",
     "compute_sap",
     "compute_sample_mmd",
+    "compute_udr",
     "mig_from_codes",
+    "udr_from_codes",
 ]
 
 
@@ -49,7 +57,11 @@ class Metric:
     ``kind="ground_truth"``: ``compute(dataset, representation_fn, *, random_state, num_train)``
     scores codes against known factors. ``kind="samples"``: ``compute(images, sample_fn, *,
     random_state)`` compares held-out images ``(N, ...)`` with ``sample_fn(num, random_state)``,
-    the model's samples (sample quality, for VAEs and GANs alike).
+    the model's samples (sample quality, for VAEs and GANs alike). ``kind="labels"``:
+    ``compute(images, labels, representation_fn, *, random_state)`` scores codes of held-out
+    images against a label column of the same rows (``evaluation.probe_label``). ``kind="study"``:
+    ``compute(trials, info, *, random_state, study) -> trials`` with the keys as new columns,
+    computed once every trial ended (the per-trial evaluation skips it).
 
     ``scores_factors``: whether the score relates the codes to the factors' values (MIG, SAP, DCI,
     modularity and explicitness predict or bin factors; the beta-VAE and FactorVAE scores tell which
@@ -58,9 +70,9 @@ class Metric:
     codes alone.
     """
 
-    compute: Callable[..., dict[str, float]]
+    compute: Callable[..., Any]
     keys: dict[str, Literal["min", "max"]]
-    kind: Literal["ground_truth", "samples"] = "ground_truth"
+    kind: Literal["ground_truth", "samples", "labels", "study"] = "ground_truth"
     scores_factors: bool = True  # ground-truth metrics: needs at least one factor that varies
     # The keyword of ``compute`` that sizes its held-out sample (disentanglement_lib's names:
     # ``num_eval`` for the beta-VAE and FactorVAE scores, ``num_test`` for DCI, SAP, modularity);
@@ -109,6 +121,11 @@ METRICS: dict[str, Metric] = {
     "gaussian_tc": Metric(compute_gaussian_tc, {"gaussian_tc": "min"}, scores_factors=False),
     # Sample quality of VAEs and GANs alike: kernel MMD^2 of samples vs held-out images (lower is better).
     "sample_mmd": Metric(compute_sample_mmd, {"sample_mmd": "min"}, kind="samples", scores_factors=False),
+    # A label the model never saw (jets' y), read off the latent means by a logistic regression.
+    "probe": Metric(compute_probe, {"probe_auc": "max", "probe_accuracy": "max"}, kind="labels",
+                    scores_factors=False),
+    # Unsupervised: agreement between the seeds of a configuration, after all trials (udr.py).
+    "udr": Metric(compute_udr, {"udr": "max"}, kind="study", scores_factors=False),
 }
 
 

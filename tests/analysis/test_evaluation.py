@@ -51,6 +51,10 @@ def test_sample_metric_of_a_model_without_samples_raises():
     ("mig", "dcgan", True, "no encoder"),
     ("sample_mmd", "dcgan", False, None),
     ("sample_mmd", "conv_vae", False, None),
+    ("udr", "conv_vae", False, None),  # no factors needed
+    ("udr", "dcgan", False, "no encoder"),
+    ("probe", "conv_vae", False, None),
+    ("probe", "dcgan", False, "no encoder"),
 ])
 def test_metric_requirements(metric, family, has_factors, expected):
     reason = metric_requirement(metric, has_factors=has_factors, model_cls=get_family(family).model_cls)
@@ -116,3 +120,38 @@ def test_a_factor_metric_on_constant_factors_raises_instead_of_scoring():
     evaluate = Evaluator(["beta_vae"], num_train=40, seed=0, ground_truth=constant)
     with pytest.raises(MetricUnavailable, match="constant"):
         evaluate(IdentityCode(), torch.device("cpu"), lambda num: np.zeros((num, 1, 4, 4), np.float32))
+def labelled_rows(num_rows: int = 600, seed: int = 0):
+    """``held_out(num, column="image")`` over rows whose first pixels hold two factors and whose
+    ``y`` is whether factor ``a`` exceeds 4 (a label the IdentityCode's latent 0 carries)."""
+    data = factor_images(num_rows, seed)
+    columns = {"image": data.images.astype(np.float32), "y": (data.factors[:, 0] > 4).astype(np.float32)}
+    return lambda num, column="image": columns[column][:num]
+
+
+def test_probe_reads_the_label_column_of_the_held_out_rows():
+    evaluate = Evaluator(["probe"], num_train=600, seed=0, probe_label="y")
+    scores = evaluate(IdentityCode(), torch.device("cpu"), labelled_rows())
+    assert set(scores) == {"probe_auc", "probe_accuracy"}
+    assert scores["probe_auc"] > 0.99  # the label is a threshold of latent 0
+
+
+def test_probe_without_a_label_column_raises():
+    with pytest.raises(MetricUnavailable, match="probe_label"):
+        Evaluator(["probe"], num_train=100, seed=0)(IdentityCode(), torch.device("cpu"), labelled_rows())
+    with pytest.raises(MetricUnavailable, match="no column 'label'"):
+        Evaluator(["probe"], num_train=100, seed=0, probe_label="label")(IdentityCode(), torch.device("cpu"),
+                                                                          labelled_rows())
+
+
+def test_study_level_metrics_are_left_to_the_study(monkeypatch):
+    import dataclasses
+
+    from analysis.metrics import METRICS
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("udr computed per trial")
+
+    monkeypatch.setitem(METRICS, "udr", dataclasses.replace(METRICS["udr"], compute=refuse))
+    evaluate = Evaluator(["mig", "udr"], num_train=400, seed=0, ground_truth=factor_images())
+    scores = evaluate(IdentityCode(), torch.device("cpu"), lambda num: np.zeros((num, 1, 4, 4), np.float32))
+    assert set(scores) == {"mig"}

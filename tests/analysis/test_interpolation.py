@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from trainables.training import TrainingSpec
 from analysis.checkpoints import load_trial_model
 from analysis.interpolation import _endpoints, interpolation_grid, lerp, slerp, study_interpolation_figure
 from datasets.registry import get_dataset
 from study.spec import StudySpec
 from trainables.checkpoint import save_checkpoint
 from trainables.registry import get_family
+from trainables.training import TrainingSpec
 from trainables.trial import TrialConfig, build_model
 
 T = np.linspace(0.0, 1.0, 9)

@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis.results import StudyDir
 from analysis.prediction_grid import FILENAME, prediction_grid, prediction_grid_figure  # noqa: E402
+from analysis.results import StudyDir
 
 K = 4
 

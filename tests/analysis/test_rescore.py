@@ -143,3 +143,68 @@ def test_cli_refuses_bad_flags_in_one_line(capsys, argv, fragment):
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+@pytest.fixture
+def seeds_study(tmp_path):
+    """A study with search.repeats 2: beta 1 has two finished seeds, beta 4 one (its other seed errored)."""
+    import torch
+
+    data = write_dsprites_npz(tmp_path / "dsprites.npz", num=400)
+    spec_data = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    spec_data["dataset"]["path"] = str(data)
+    spec_data["storage_path"] = str(tmp_path)
+    spec_data["search"]["repeats"] = 2
+    spec_data["evaluation"].update(metrics=["mig", "udr"], num_train=300)
+    spec = StudySpec(**spec_data)
+    study = tmp_path / "smoke"
+    rows = []
+    for i, (beta, repeat, status) in enumerate([(1.0, 0, "TERMINATED"), (1.0, 1, "TERMINATED"),
+                                                (4.0, 0, "TERMINATED"), (4.0, 1, "ERROR")]):
+        family_config, training = spec.trial_settings({"beta": beta})
+        torch.manual_seed(i)  # each seed its own initial weights
+        config = TrialConfig("conv_vae", family_config, training, (1, 64, 64), seed=100 + repeat)
+        model = build_model(config)
+        ckpt = study / f"trial{i}" / "checkpoint_000000"
+        ckpt.mkdir(parents=True)
+        save_checkpoint(str(ckpt), model, [torch.optim.Adam(model.parameters())], 1, config, {})
+        rows.append({"trial_id": f"t{i}", "status": status, "beta": beta, "repeat": repeat, "seed": 100 + repeat,
+                     "checkpoint_path": f"trial{i}/checkpoint_000000" if status == "TERMINATED" else None})
+    (study / SPEC_FILE).write_text(spec.model_dump_json())
+    StudyDir(study).write_table(TRIALS_FILE, pd.DataFrame(rows), spec.info())
+    return study
+
+
+def test_rescore_udr_scores_each_seed_against_the_others_of_its_configuration(seeds_study, capsys):
+    first = rescore(seeds_study, ["udr"], progress=lambda line: None)
+    assert "warning: udr: configuration (beta=4.0) has 1 finished seed; its udr is NaN" in capsys.readouterr().err
+    udr = first.set_index("trial_id")["udr"]
+    assert np.isfinite(udr[["t0", "t1"]]).all() and (udr[["t0", "t1"]] >= 0).all() and (udr[["t0", "t1"]] <= 1).all()
+    assert np.isnan(udr[["t2", "t3"]]).all()
+    assert "mig" not in first  # per-trial metrics only when asked
+    written = pd.read_parquet(seeds_study / "trials.parquet")
+    pd.testing.assert_frame_equal(written, first)
+    second = rescore(seeds_study, ["udr"], progress=lambda line: None)
+    pd.testing.assert_frame_equal(first, second)  # seeded: the same values again
+
+
+def test_rescore_udr_combines_with_per_trial_metrics(seeds_study):
+    trials = rescore(seeds_study, ["mig", "udr"], progress=lambda line: None)
+    finished = trials[trials["trial_id"].isin(["t0", "t1"])]
+    assert finished["mig"].between(0, 1).all() and finished["udr"].notna().all()
+
+
+def test_rescore_udr_of_one_seed_per_configuration_is_refused(study_dir):
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "udr"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [("error: udr compares the seeds of a configuration, but no configuration "
+                                                 "has 2 finished trials with a checkpoint (search.repeats >= 2)")]
+
+
+def test_rescore_refuses_metrics_scored_during_training_only(study_dir):
+    before = (study_dir / "trials.parquet").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "analysis.rescore", str(study_dir), "--metrics", "probe"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "probe is scored during training only" in proc.stderr and "udr" in proc.stderr
+    assert (study_dir / "trials.parquet").read_bytes() == before

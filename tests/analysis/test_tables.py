@@ -107,3 +107,50 @@ def test_write_table_writes_md_csv_tex(trials, tmp_path):
                                        "disentanglement_table.tex"]
     assert r"\toprule" in paths[2].read_text()
     assert pd.read_csv(paths[1])["beta"].tolist() == [1, 4]
+
+
+def with_udr(trials: pd.DataFrame) -> pd.DataFrame:
+    """The fixture's trials with a udr that follows mig exactly in rank (udr = 2 * mig) and a sap
+    that runs against it; the failed trial's udr is NaN."""
+    out = trials.copy()
+    out["udr"] = np.where(out["status"] == "TERMINATED", 2 * out["mig"], np.nan)
+    out["sap"] = -out["mig"]
+    return out
+
+
+def test_udr_table_ranks_configurations_by_mean_udr(trials):
+    from analysis.tables import udr_table
+
+    table = udr_table(with_udr(trials), ["beta", "latent_dim"])
+    assert list(table.columns) == ["beta", "latent_dim", "n", "udr_mean", "udr_std"]
+    assert list(zip(table["beta"], table["latent_dim"])) == [(4, 10), (4, 5), (1, 10), (1, 5)]  # mig's order
+    assert table["n"].tolist() == [3, 3, 3, 3]
+    assert table["udr_mean"].is_monotonic_decreasing
+    assert "| beta | latent_dim | n | udr |" in to_markdown(table)
+
+
+def test_udr_table_without_the_column_names_the_rescore_command(trials):
+    from analysis.tables import udr_table
+
+    with pytest.raises(KeyError, match="--metrics udr"):
+        udr_table(trials, ["beta"])
+
+
+def test_udr_correlations_are_spearman_over_finished_trials(trials):
+    from analysis.tables import udr_correlations
+
+    table = udr_correlations(with_udr(trials)).set_index("metric")
+    assert list(table.index) == ["mig", "sap"]  # the ground-truth metrics present; val_* are not supervised
+    assert table.loc["mig", "spearman_rho"] == pytest.approx(1.0)
+    assert table.loc["sap", "spearman_rho"] == pytest.approx(-1.0)
+    assert table["n"].tolist() == [12, 12]  # the failed trial does not count
+    assert table.loc["mig", "p_value"] < 1e-6
+
+
+def test_udr_correlations_need_three_varying_pairs(trials):
+    from analysis.tables import udr_correlations
+
+    few = with_udr(trials).head(2)
+    constant = with_udr(trials).assign(mig=0.3)
+    assert np.isnan(udr_correlations(few, ["mig"])["spearman_rho"]).all()
+    assert np.isnan(udr_correlations(constant, ["mig"])["spearman_rho"]).all()

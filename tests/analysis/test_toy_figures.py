@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 from matplotlib.image import imread
 
-from analysis.toy_figures import pick_trials, toy_figures
 from analysis.results import StudyInfo
+from analysis.toy_figures import pick_trials, toy_figures
 from study.spec import load_spec
 from trainables.checkpoint import CHECKPOINT_FILE, TRIAL_FILE
 from trainables.registry import get_family

@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from datasets.jets import (JetPreprocessor, JetsOptions, area_matrix, load_jets, main, resolve_path, split_blocks,
-                           synthetic_jets, write_synthetic)
+from datasets.jets import (
+    JetPreprocessor,
+    JetsOptions,
+    area_matrix,
+    load_jets,
+    main,
+    resolve_path,
+    split_blocks,
+    synthetic_jets,
+    write_synthetic,
+)
 from datasets.registry import DataError, get_dataset
 from tests.conftest import REPO, SHARED_DATA, subprocess_env
 
@@ -319,6 +328,26 @@ def test_streamed_splits_hold_preprocessed_rows(jets_file, local_ray):
             np.testing.assert_array_equal(batch[key], raw[key][batch["row"]])
     assert len(val_rows) == info["num_val"] == 40
     assert set(prepared.to_ray()["train"].columns()) == {"image", "y", "m0", "pt"}
+
+
+def test_val_rows_read_the_first_validation_rows_without_ray(jets_file, monkeypatch):
+    from datasets import jets
+
+    monkeypatch.setattr(jets, "read_hdf5", None)  # the Ray Data reader must not be involved
+    prepared = load_jets(JetsOptions(name="jets", path=jets_file, image_size=16, image_mode="resize",
+                                     block_rows=20, rows_per_block=8, val_fraction=0.2), 7)
+    info = prepared.info
+    with h5py.File(jets_file, "r") as f:
+        raw = {k: f[k][:] for k in f}
+    pre = JetPreprocessor(25, 16, "resize", offset=tuple(info["preprocessing"]["offset"]),
+                          divisor=tuple(info["preprocessing"]["divisor"]), clip=True)
+    first = np.concatenate([np.arange(a, b) for a, b in info["val_ranges"]])[:27]  # validation blocks in file order
+    rows = prepared.val_rows(27)
+    assert set(rows) == {"image", "y", "m0", "pt"}
+    assert rows["image"].shape == (27, 3, 16, 16) and rows["image"].dtype == np.float32
+    np.testing.assert_allclose(rows["image"], pre.images(raw["X_jets"][first]), atol=1e-6)
+    np.testing.assert_array_equal(rows["y"], raw["y"][first])
+    assert len(prepared.val_rows(1000)["y"]) == info["num_val"] == 40  # up to num: all there are
 
 
 # End to end: two Train workers share the streamed train split.

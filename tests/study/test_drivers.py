@@ -4,7 +4,6 @@ signal exits at once, and the local Ray goes with its driver (SIGKILL included).
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 

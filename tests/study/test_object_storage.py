@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.conftest import REPO, SHARED_DATA, write_dsprites_npz

@@ -17,9 +17,9 @@ import pytest
 import study.checks as checks
 import study.run as run_module
 import study.tuning as tuning
+from analysis.cli import MAX_ERROR_CHARS
 from analysis.results import StudyDir
 from study.spec import load_spec
-from analysis.cli import MAX_ERROR_CHARS
 from tests.conftest import write_dsprites_npz
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,6 +187,19 @@ def test_mig_of_a_family_without_an_encoder(tmp_path, capsys, data):
     refuse(capsys, smoke(tmp_path / "s", data, "family={name: dcgan, latent_dim: 4, filters: [8, 8]}",
                          "search_space={lr: {type: categorical, choices: [0.001, 0.002]}}"),
            "evaluation.metrics:", "no encoder", "dcgan")
+
+
+def test_udr_with_one_seed_per_configuration(tmp_path, capsys, data):
+    line = refuse(capsys, smoke(tmp_path / "s", data, "evaluation.metrics=[mig, udr]"))
+    assert line.endswith(": evaluation.metrics: udr compares the seeds of a configuration; it needs "
+                         "search.repeats >= 2 (got 1)"), line
+    assert not (tmp_path / "s").exists()
+
+
+def test_probe_label_that_the_data_lacks(tmp_path, capsys, data):
+    refuse(capsys, smoke(tmp_path / "s", data, "evaluation.metrics=[mig, probe]", "evaluation.probe_label=y"),
+           "evaluation.probe_label: 'y' is not a label column of dataset 'dsprites'")
+    assert not (tmp_path / "s").exists()
 
 
 def test_asha_metric_not_reported_every_epoch(tmp_path, capsys, data):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -166,3 +167,26 @@ def test_a_copied_study_finds_its_own_checkpoints(smoke_study, tmp_path):
     shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("report"))
     for path in load_trials(copy)["checkpoint_path"]:
         assert Path(path).is_relative_to(copy) and (Path(path) / "checkpoint.pt").is_file()
+
+
+def test_udr_and_probe_fill_their_columns(tmp_path):
+    """search.repeats 2 with evaluation.metrics [mig, udr, probe]: every finished trial gets a finite
+    udr (written after the trials) and a probe of dSprites' shape label (during the trial)."""
+    from tests.conftest import dsprites_data, subprocess_env
+
+    env = subprocess_env("rtu", DSPRITES_PATH=str(dsprites_data(tmp_path)))
+    cmd = [sys.executable, "-m", "study.run", "configs/smoke.yaml", "--num-cpus", "2", "--no-report",
+           "--set", f"storage_path={tmp_path / 'studies'}", "--set", "search.repeats=2",
+           "--set", "evaluation.metrics=[mig, udr, probe]", "--set", "evaluation.probe_label=shape"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    trials = pd.read_parquet(tmp_path / "studies" / "smoke" / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert sorted(zip(trials["beta"], trials["repeat"])) == [(1, 0), (1, 1), (4, 0), (4, 1)]
+    assert trials["udr"].map(math.isfinite).all() and trials["udr"].between(0, 1).all()
+    assert trials["probe_auc"].between(0, 1).all() and trials["probe_accuracy"].between(0, 1).all()
+    assert "udr: written to" in proc.stdout
+
+    from analysis.results import load_info
+
+    assert load_info(tmp_path / "studies" / "smoke").evaluation.metrics == ["mig", "udr", "probe"]  # metadata kept

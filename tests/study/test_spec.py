@@ -235,6 +235,16 @@ BAD_SPECS = [
                  id="unknown-evaluation-metric"),
     pytest.param(_set("family", beta=2), ["search_space.beta: beta is both fixed in family and searched"],
                  id="fixed-and-searched"),
+    pytest.param(_set("evaluation", metrics=["mig", "udr"]),
+                 ["evaluation.metrics: udr compares the seeds of a configuration; it needs search.repeats >= 2 (got 1)"],
+                 id="udr-with-one-seed"),
+    pytest.param(_set(None, evaluation={"metrics": ["mig", "udr"]}, search={"algorithm": "grid", "repeats": 2},
+                      objective={"metric": "udr", "mode": "max"}),
+                 ["objective.metric: 'udr' is not reported", "'mig'"], id="udr-cannot-steer-the-search"),
+    pytest.param(_set("evaluation", metrics=["mig", "probe"]), ["evaluation.probe_label:", "label column"],
+                 id="probe-without-label"),
+    pytest.param(_set("evaluation", probe_label="y"), ["evaluation.probe_label:", "give both, or neither"],
+                 id="label-without-probe"),
     pytest.param(_set(None, training=[1]), ["training:", "valid dictionary"], id="training-not-a-mapping"),
     pytest.param(_set("training", precision="fp16"),
                  ["training.precision: the trials train on the CPU (resources.gpus_per_trial: 0)",
@@ -509,3 +519,39 @@ def test_a_familys_own_parameters_are_checked_against_that_family(space, fragmen
     with pytest.raises(SpecError) as caught:
         load_spec(SMOKE, ["family={latent_dim: 4}", f"search_space={space}"])
     assert fragment in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+# --- study-level and label metrics -------------------------------------------------------------
+
+
+def test_udr_with_repeats_loads_and_is_no_objective(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["evaluation"]["metrics"] = ["mig", "udr"]
+    data["search"]["repeats"] = 2
+    spec = load_spec(write_spec(tmp_path, data))
+    assert spec.evaluation.metrics == ["mig", "udr"] and spec.search.repeats == 2
+    assert spec.info().evaluation.metrics == ["mig", "udr"]
+
+
+def description(classes: dict[str, int], has_factors: bool = True):
+    from datasets.registry import DataDescription
+
+    return DataDescription(input_shape=(1, 64, 64), columns={"image": (1, 64, 64), **{k: () for k in classes}},
+                           classes=classes, has_factors=has_factors, num_train=100, num_val=20,
+                           factor_sizes=(3, 6) if has_factors else ())
+
+
+def test_the_probe_label_must_be_a_label_column_of_the_data(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["evaluation"].update(metrics=["mig", "probe"], probe_label="y")
+    spec = load_spec(write_spec(tmp_path, data))
+    spec.check_data(description({"y": 2}))  # jets-like data: y is a 2-class label
+    with pytest.raises(ValueError, match=r"^evaluation.probe_label: 'y' is not a label column of dataset "
+                                         r"'dsprites'; expected one of \['shape'\]$"):
+        spec.check_data(description({"shape": 3}))
+
+
+def test_udr_needs_no_factors(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["evaluation"]["metrics"] = ["udr"]
+    data["search"]["repeats"] = 2
+    data["objective"] = {"metric": "val_elbo", "mode": "max"}
+    load_spec(write_spec(tmp_path, data)).check_data(description({}, has_factors=False))

@@ -10,11 +10,12 @@ import yaml
 from pydantic import ValidationError
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from trainables.training import TrainingSpec
-from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
 from tests.trainables.test_seq2seq import arithmetic_batch
+from trainables.losses import bernoulli_nll, gaussian_kl, reparameterize
 from trainables.protocol import ABILITIES, supports
 from trainables.registry import Family, family_names, get_family
+from trainables.training import TrainingSpec
+
 
 def labelled_sprites(setup: dict, batch: int, seed: int) -> dict[str, torch.Tensor]:
     """Binary images ``(B, *input_shape)`` with one square each, and task targets read off the square:

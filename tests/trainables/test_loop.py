@@ -226,6 +226,33 @@ def test_last_epoch_reports_the_handed_evaluation(tmp_path, data):
     assert evaluate.calls == [(False, (5, *INPUT_SHAPE))]  # once, in eval mode, with held-out images
 
 
+class LabelledShard:
+    """A validation shard with an image and a label column, counting its passes."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels, self.passes = images, labels, 0
+
+    def iter_batches(self, batch_size, batch_format):
+        self.passes += 1
+        for start in range(0, len(self.images), batch_size):
+            yield {"image": self.images[start : start + batch_size], "y": self.labels[start : start + batch_size]}
+
+
+def test_held_out_columns_are_the_same_rows_read_in_one_pass():
+    from trainables.loop import _held_out
+
+    images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 1, 2, 2)
+    shard = LabelledShard(images, np.arange(10) % 3)
+    held_out = _held_out(shard, batch_size=4)
+    got = held_out(7)
+    assert got.dtype == np.float32 and got.shape == (7, 1, 2, 2)
+    np.testing.assert_array_equal(got, images[:7])
+    np.testing.assert_array_equal(held_out(7, "y"), [0, 1, 2, 0, 1, 2, 0])
+    assert shard.passes == 1  # the label came from the same cached read
+    with pytest.raises(KeyError):
+        held_out(7, "label")
+
+
 def test_an_evaluation_that_raises_fails_the_trial(tmp_path, data):
     def broken(model, device, held_out):
         raise ValueError("evaluation.metrics: mig needs ground-truth factors")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.families.mlp_cvae import NO_LABEL, MLPCVAE, MLPCVAEConfig
+from trainables.families.mlp_cvae import MLPCVAE, NO_LABEL, MLPCVAEConfig
 from trainables.families.mlp_vae import MLPVAE, MLPVAEConfig
 from trainables.nets import MLP
 

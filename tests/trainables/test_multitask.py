@@ -11,7 +11,6 @@ import torch
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-from trainables.training import TrainingSpec
 from trainables.families.multitask_vae import (
     MultitaskVAE,
     MultitaskVAEConfig,
@@ -19,6 +18,7 @@ from trainables.families.multitask_vae import (
     classification_scores,
     regression_mae,
 )
+from trainables.training import TrainingSpec
 
 INPUT_SHAPE = (1, 16, 16)
 NET = {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3, "head_widths": [8]}

@@ -9,12 +9,12 @@ import torch
 from pydantic import ValidationError
 from torch.distributions import Normal
 
-from trainables.training import TrainingSpec
 from trainables.families.annealed_vae import annealed_capacity
 from trainables.families.dip_vae import dip_covariance, dip_regularizer
 from trainables.families.factor_vae import permute_dims
 from trainables.losses import gaussian_kl, gaussian_log_density, reparameterize, total_correlation
 from trainables.registry import get_family
+from trainables.training import TrainingSpec
 
 INPUT_SHAPE = (1, 16, 16)
 TINY = {"filters": [8, 8], "hidden_dim": 16, "latent_dim": 3}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.metrics.dci import compute_dci, completeness, dci_from_codes, disentanglement
+from analysis.metrics.dci import completeness, compute_dci, dci_from_codes, disentanglement
 from datasets.base import ArrayGroundTruthData
 
 SIZES = np.array([2, 3, 4])  # values of each of the three factors
