@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["EVALUATORS", "MIN_CONFIGURATIONS", "Importances", "infer_distributions", "param_importances",
-           "importance_table", "importance_markdown", "single_parameter_scopes", "NOT_INFORMATIVE"]
+           "importance_table", "importance_markdown", "single_parameter_scopes", "NOT_INFORMATIVE",
+           "not_informative_sentence"]
 
 EVALUATORS = ("ped_anova", "fanova")
 # Two configurations rank the parameters by a single comparison; three is the least that a
@@ -363,6 +364,12 @@ def _scopes(trials: pd.DataFrame, params: list[str]) -> list[tuple[str, pd.DataF
 NOT_INFORMATIVE = "importance is not informative with a single searched parameter"
 
 
+def not_informative_sentence(param: str) -> str:
+    """What the report says instead of ranking ``param`` alone (importance 1 by construction)."""
+    return (f"{NOT_INFORMATIVE[0].upper()}{NOT_INFORMATIVE[1:]} ({param}): ranked alone it has importance 1 "
+            "by construction.")
+
+
 def single_parameter_scopes(table: pd.DataFrame) -> dict[str, str]:
     """Scopes of an :func:`importance_table` that rank a single parameter, each with that parameter.
 
@@ -393,8 +400,7 @@ def importance_markdown(table: pd.DataFrame) -> str:
         part = table[table["scope"] == scope] if "scope" in table else table
         heading = "" if scopes == [ALL_TRIALS] else f"Within {scope}:\n\n"
         if scope in single:
-            parts.append(heading + f"{NOT_INFORMATIVE[0].upper()}{NOT_INFORMATIVE[1:]} ({single[scope]}): "
-                         "ranked alone it has importance 1 by construction.\n")
+            parts.append(heading + not_informative_sentence(single[scope]) + "\n")
         else:
             parts.append(heading + _markdown_grid(part))
     return "\n".join(parts)

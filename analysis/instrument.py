@@ -3,7 +3,8 @@
 Three questions a reader asks of a finished study before trusting its best configuration:
 
 * which searched parameters mattered for each objective (importance table and bar figure,
-  :mod:`analysis.importance`);
+  :mod:`analysis.importance`; with a single searched parameter, a sentence saying that its
+  importance is not informative, instead of a ranking of one);
 * which paths through the search space lead to good values (parallel coordinates of the first
   objective, :func:`analysis.plots.parallel_coordinates_figure`);
 * whether configurations differ by more than the seed does (the seed share of each metric's
@@ -27,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.importance import importance_markdown, importance_table, single_parameter_scopes
+from analysis.importance import (importance_markdown, importance_table, not_informative_sentence,
+                                 single_parameter_scopes)
 from analysis.tables import markdown_cell
 from analysis.variance import CONFIDENCE, seed_noise_sentences, variance_markdown, variance_table
 
@@ -120,8 +122,11 @@ def _check_arguments(objectives: Sequence[str], modes: list[str], importance: st
 def _importance_part(trials: pd.DataFrame, params: list[str], objectives: Sequence[str], modes: list[str],
                      out_dir: Path, importance: str, seed: int) -> _Part:
     """The importance table (markdown and ``importance.csv``), its notes and ``importance.png``;
+    a sentence instead where a single parameter is ranked (:data:`analysis.importance.NOT_INFORMATIVE`);
     on failure, what was done and one line naming the error."""
     name = _EVALUATOR_NAMES[importance]
+    if len(params) == 1:  # 1 by construction, however many configurations: nothing to compute or draw
+        return [("text", not_informative_sentence(params[0]))], []
     present = [(o, m) for o, m in zip(objectives, modes) if o in trials]
     sections: list[tuple[str, str]] = []
     try:

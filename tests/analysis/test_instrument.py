@@ -67,7 +67,7 @@ def test_without_searched_parameters_says_so(trials, tmp_path):
 
 
 def test_a_missing_objective_is_reported_not_raised(trials, tmp_path):
-    sections, figures = instrument_sections(trials, ["beta"], ["dci_disentanglement"], ["max"], tmp_path,
+    sections, figures = instrument_sections(trials, ["beta", "latent_dim"], ["dci_disentanglement"], ["max"], tmp_path,
                                             num_bootstrap=50)
     texts = [body for kind, body in sections if kind == "text"]
     assert "No importance for dci_disentanglement: not a column of the trials table." in texts
