@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["EVALUATORS", "MIN_CONFIGURATIONS", "Importances", "infer_distributions", "param_importances",
-           "importance_table", "importance_markdown"]
+           "importance_table", "importance_markdown", "single_parameter_scopes", "NOT_INFORMATIVE",
+           "not_informative_sentence"]
 
 EVALUATORS = ("ped_anova", "fanova")
 # Two configurations rank the parameters by a single comparison; three is the least that a
@@ -360,22 +361,48 @@ def _scopes(trials: pd.DataFrame, params: list[str]) -> list[tuple[str, pd.DataF
     return scopes
 
 
+NOT_INFORMATIVE = "importance is not informative with a single searched parameter"
+
+
+def not_informative_sentence(param: str) -> str:
+    """What the report says instead of ranking ``param`` alone (importance 1 by construction)."""
+    return (f"{NOT_INFORMATIVE[0].upper()}{NOT_INFORMATIVE[1:]} ({param}): ranked alone it has importance 1 "
+            "by construction.")
+
+
+def single_parameter_scopes(table: pd.DataFrame) -> dict[str, str]:
+    """Scopes of an :func:`importance_table` that rank a single parameter, each with that parameter.
+
+    A parameter ranked alone has importance 1 by construction, whatever the objective does: such
+    a ranking says nothing (whether its values matter beyond seed noise is for
+    :mod:`analysis.variance`), so the report prints :data:`NOT_INFORMATIVE` instead of it.
+    """
+    scopes = table["scope"] if "scope" in table else pd.Series(ALL_TRIALS, index=table.index)
+    params = table.groupby(scopes)["param"].unique()
+    return {scope: str(names[0]) for scope, names in params.items() if len(names) == 1}
+
+
 def importance_markdown(table: pd.DataFrame) -> str:
     """:func:`importance_table` as markdown: one row per parameter, one column per objective.
 
     Parameters are ordered by their importance for the first objective; cells hold the
     importance to 3 decimals and its rank, e.g. ``0.712 (1)``; ``n/a`` where an objective did
     not rank the parameter. Importances ranked within a family (a conditional search space) have
-    one table per scope. An empty table gives a one-line note instead of a table.
+    one table per scope. A scope with a single parameter gets a sentence instead of a table
+    (:func:`single_parameter_scopes`), and an empty table a one-line note.
     """
     if table.empty:
         return "No importance computed.\n"
     scopes = list(dict.fromkeys(table["scope"])) if "scope" in table else [ALL_TRIALS]
+    single = single_parameter_scopes(table)
     parts = []
     for scope in scopes:
         part = table[table["scope"] == scope] if "scope" in table else table
         heading = "" if scopes == [ALL_TRIALS] else f"Within {scope}:\n\n"
-        parts.append(heading + _markdown_grid(part))
+        if scope in single:
+            parts.append(heading + not_informative_sentence(single[scope]) + "\n")
+        else:
+            parts.append(heading + _markdown_grid(part))
     return "\n".join(parts)
 
 

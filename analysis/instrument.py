@@ -3,7 +3,8 @@
 Three questions a reader asks of a finished study before trusting its best configuration:
 
 * which searched parameters mattered for each objective (importance table and bar figure,
-  :mod:`analysis.importance`);
+  :mod:`analysis.importance`; with a single searched parameter, a sentence saying that its
+  importance is not informative, instead of a ranking of one);
 * which paths through the search space lead to good values (parallel coordinates of the first
   objective, :func:`analysis.plots.parallel_coordinates_figure`);
 * whether configurations differ by more than the seed does (the seed share of each metric's
@@ -27,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.importance import importance_markdown, importance_table
+from analysis.importance import importance_markdown, importance_table, not_informative_sentence, single_parameter_scopes
+from analysis.tables import markdown_cell
 from analysis.variance import CONFIDENCE, seed_noise_sentences, variance_markdown, variance_table
 
 __all__ = ["instrument_sections"]
@@ -43,7 +45,7 @@ _EVALUATOR_TEXT = {
 
 def _failure(part: str, err: Exception) -> tuple[str, str]:
     first = str(err).splitlines()[0] if str(err) else ""
-    return ("text", f"{part} skipped: {type(err).__name__}: {first[:300]}")
+    return ("text", markdown_cell(f"{part} skipped: {type(err).__name__}: {first[:300]}"))
 
 
 def instrument_sections(
@@ -119,18 +121,25 @@ def _check_arguments(objectives: Sequence[str], modes: list[str], importance: st
 def _importance_part(trials: pd.DataFrame, params: list[str], objectives: Sequence[str], modes: list[str],
                      out_dir: Path, importance: str, seed: int) -> _Part:
     """The importance table (markdown and ``importance.csv``), its notes and ``importance.png``;
+    a sentence instead where a single parameter is ranked (:data:`analysis.importance.NOT_INFORMATIVE`);
     on failure, what was done and one line naming the error."""
     name = _EVALUATOR_NAMES[importance]
+    if len(params) == 1:  # 1 by construction, however many configurations: nothing to compute or draw
+        return [("text", not_informative_sentence(params[0]))], []
     present = [(o, m) for o, m in zip(objectives, modes) if o in trials]
     sections: list[tuple[str, str]] = []
     try:
         table = importance_table(trials, params, [o for o, _ in present], [m for _, m in present],
                                  evaluator=importance, seed=seed)
         table.to_csv(out_dir / "importance.csv", index=False)
-        sections += [("text", _EVALUATOR_TEXT[importance] + (" One value per configuration: the mean over its "
-                                                             "repeats. Cells: importance (rank).")),
-                     ("table", importance_markdown(table)),
-                     ("text", "[CSV](importance.csv)")]
+        informative = table[~table["scope"].isin(single_parameter_scopes(table))]
+        if table.empty or not informative.empty:
+            sections += [("text", _EVALUATOR_TEXT[importance] + (" One value per configuration: the mean over its "
+                                                                 "repeats. Cells: importance (rank).")),
+                         ("table", importance_markdown(table)),
+                         ("text", "[CSV](importance.csv)")]
+        else:  # every scope ranks one parameter: 1 by construction, no table, no figure
+            sections.append(("text", importance_markdown(table)))
         for objective in objectives:
             if objective not in trials:
                 sections.append(("text", f"No importance for {objective}: not a column of the trials table."))
@@ -138,7 +147,10 @@ def _importance_part(trials: pd.DataFrame, params: list[str], objectives: Sequen
             sections.append(("text", f"No importance for {objective}: {reason}."))
         for objective, notes in table.attrs["notes"].items():
             sections.append(("text", f"{objective}: " + "; ".join(notes) + "."))
-        figure = plots.save_figure(plots.importance_figure(table), out_dir / "importance.png")
+        if not table.empty and informative.empty:
+            return sections, []
+        informative.attrs.update(table.attrs)
+        figure = plots.save_figure(plots.importance_figure(informative), out_dir / "importance.png")
         return sections, [(f"Importance of each searched parameter, per objective ({name})", figure)]
     except Exception as err:  # one part's failure must not cost the report
         return sections + [_failure("Importance", err)], []

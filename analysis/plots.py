@@ -25,11 +25,18 @@ from matplotlib import ticker as mticker
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from analysis.metrics import resolve_modes
 from analysis.tables import DEFAULT_METRICS
 
 __all__ = [
+    "LEARNING_CURVES_MAX_TRIALS",
+    "CURVE_BINS",
+    "PARALLEL_MAX_LINES",
+    "SCATTER_MAX_POINTS",
+    "PARAM_MAX_VALUES",
+    "PARAM_BINS",
     "save_figure",
     "tradeoff_figure",
     "metric_vs_param_figure",
@@ -47,6 +54,16 @@ __all__ = [
 ]
 
 _LOG_SPAN = 8  # a positive colour/x range spanning this factor or more is drawn on a log scale
+
+# Large studies: above these counts a figure draws a summary instead of one element per trial or
+# value (the report lists each switch it made, analysis.report.large_study_notes).
+LEARNING_CURVES_MAX_TRIALS = 50  # more curves are a tangle: the median and a 10-90% band per colour bin instead
+CURVE_BINS = 5  # colour bins of summarised curves: equal-count bins of the colour column (its values when fewer)
+PARALLEL_MAX_LINES = 100  # parallel coordinates: the best 100 trials as lines, every trial as a density per axis
+SCATTER_MAX_POINTS = 500  # rate-distortion, Pareto, metric vs parameter: hexagonal bins (or none) above this
+PARAM_MAX_VALUES = 20  # a parameter axis with more distinct values (a continuous search) is binned ...
+PARAM_BINS = 10  # ... into this many equal-count bins: the median and 10-90% band of the metric per bin
+BAND = (0.1, 0.9)  # the quantiles bounding every summary band
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -155,16 +172,25 @@ def _explain(fig: Figure, ax, colours: _Colours) -> None:
 
 
 def _metric_vs_param(ax, trials: pd.DataFrame, param: str, metric: str, log_x: bool) -> None:
-    """Each trial as a dot, the per-value mean with a +/- std bar over repeats."""
+    """Each trial as a dot (up to ``SCATTER_MAX_POINTS`` finished trials), and the per-value mean
+    with a +/- std bar over repeats; a parameter with more than ``PARAM_MAX_VALUES`` distinct
+    numeric values gets the median and 10-90% band per equal-count bin instead."""
     ax.set_title(f"{metric} vs {param}")
     if not _reported(trials, metric):
         _note(ax, f"no {metric} reported")
         return
+    binned = _numeric(trials[param]) and trials[param].nunique() > PARAM_MAX_VALUES
+    dots = len(trials) <= SCATTER_MAX_POINTS
     trials = trials.dropna(subset=[param, metric])
-    ax.scatter(trials[param], trials[metric], s=14, alpha=0.5, color="tab:gray", label="trials")
-    stats = trials.groupby(param)[metric].agg(["mean", "std"]).reset_index()
-    ax.errorbar(stats[param], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                color="tab:blue", label="mean ± std over repeats")
+    if dots:
+        ax.scatter(trials[param], trials[metric], s=6 if binned else 14, alpha=0.3 if binned else 0.5,
+                   color="tab:gray", label="trials")
+    if binned:
+        _binned_band(ax, trials, param, metric)
+    else:
+        stats = trials.groupby(param)[metric].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats[param], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                    color="tab:blue", label="mean ± std over repeats")
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     if log_x:
@@ -172,18 +198,40 @@ def _metric_vs_param(ax, trials: pd.DataFrame, param: str, metric: str, log_x: b
     ax.grid(alpha=0.3)
 
 
+def _numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _binned_band(ax, points: pd.DataFrame, param: str, metric: str) -> None:
+    """The median of ``metric`` and its 10-90% band in ``PARAM_BINS`` equal-count bins of ``param``,
+    each drawn at the bin's median ``param`` value."""
+    bins = pd.qcut(points[param].rank(method="first"), min(PARAM_BINS, len(points)), labels=False)
+    grouped = points.groupby(bins)
+    x, metric_values = grouped[param].median(), grouped[metric]
+    low, high = metric_values.quantile(BAND[0]), metric_values.quantile(BAND[1])
+    ax.fill_between(x, low, high, color="tab:blue", alpha=0.2,
+                    label=f"{round(100 * BAND[0])}-{round(100 * BAND[1])}% of trials per bin")
+    ax.plot(x, metric_values.median(), "-o", color="tab:blue", ms=4,
+            label=f"median per bin ({len(x)} equal-count bins of {param})")
+
+
 def _rate_distortion(fig: Figure, ax, trials: pd.DataFrame, color_by: str | None) -> None:
-    """``val_kl`` against ``val_recon_loss`` of each trial, coloured by ``color_by``."""
+    """``val_kl`` against ``val_recon_loss`` of each trial, coloured by ``color_by``; hexagonal bins
+    (coloured by the median of a numeric ``color_by``, else by count) above ``SCATTER_MAX_POINTS`` trials."""
     ax.set_title("rate-distortion")
     absent = [m for m in ("val_kl", "val_recon_loss") if not _reported(trials, m)]
     if absent:
         _note(ax, f"no {' or '.join(absent)} reported")
         return
+    dense = len(trials) > SCATTER_MAX_POINTS
     points = trials.dropna(subset=["val_kl", "val_recon_loss"])
-    if color_by is None:
+    colours = _colours(points[color_by], color_by) if color_by is not None else None
+    if dense:
+        _hexbin(fig, ax, points["val_kl"], points["val_recon_loss"],
+                points[color_by] if colours is not None and colours.mappable is not None else None, colours)
+    elif colours is None:
         ax.scatter(points["val_kl"], points["val_recon_loss"], s=30, color="tab:blue")
     else:
-        colours = _colours(points[color_by], color_by)
         ax.scatter(points["val_kl"], points["val_recon_loss"], s=30, c=colours.rgba)
         _explain(fig, ax, colours)
     ax.set_xlabel("val_kl (rate, nats)")
@@ -191,10 +239,26 @@ def _rate_distortion(fig: Figure, ax, trials: pd.DataFrame, color_by: str | None
     ax.grid(alpha=0.3)
 
 
+def _hexbin(fig: Figure, ax, x: pd.Series, y: pd.Series, values: pd.Series | None, colours: _Colours | None) -> None:
+    """Points as hexagonal bins: coloured by the median of numeric ``values`` on ``colours``' scale,
+    or by the number of trials (log scale) when ``values`` is None; with its colourbar."""
+    if values is not None:
+        image = ax.hexbin(x, y, C=values.astype(float), reduce_C_function=np.median, gridsize=30, mincnt=1,
+                          cmap=colours.mappable.get_cmap(), norm=colours.mappable.norm)
+        fig.colorbar(image, ax=ax).set_label(f"{colours.label}, median per bin")
+    else:
+        image = ax.hexbin(x, y, gridsize=30, mincnt=1, bins="log", cmap="Blues")
+        fig.colorbar(image, ax=ax).set_label("trials per bin")
+
+
 def metric_vs_param_figure(
     trials: pd.DataFrame, param: str, metrics: Sequence[str] = DEFAULT_METRICS
 ) -> Figure:
     """Each metric against one configuration column: trials as dots, mean ± std over repeats.
+
+    Large studies: no dots above ``SCATTER_MAX_POINTS`` finished trials; a numeric column with more
+    than ``PARAM_MAX_VALUES`` distinct values (a continuous search) is cut into ``PARAM_BINS``
+    equal-count bins, each drawn as the median of the metric with its 10-90% band.
 
     Args:
         trials: The trials table; finished trials are plotted.
@@ -230,9 +294,11 @@ def rate_distortion_figure(trials: pd.DataFrame, color_by: str | None = "beta") 
         trials: The trials table; finished trials are plotted.
         color_by: Configuration column colouring the points (a log colour scale when its
             values are all > 0 and span >= 8x; a legend for non-numeric columns), or None.
+            Above ``SCATTER_MAX_POINTS`` finished trials the points become hexagonal bins,
+            coloured by the median ``color_by`` when numeric, else by the number of trials.
 
     Returns:
-        A Figure with one axes (plus a colourbar axes for a numeric ``color_by``).
+        A Figure with one axes (plus a colourbar axes for a numeric ``color_by`` or bins).
 
     Raises:
         KeyError: If ``color_by`` is not a column.
@@ -251,7 +317,8 @@ def tradeoff_figure(trials: pd.DataFrame, param: str = "beta") -> Figure:
     """The disentanglement/reconstruction trade-off of a sweep over ``param``.
 
     Panels: ``param`` vs ``mig``; ``param`` vs ``val_recon_loss``; the rate-distortion plane
-    ``val_kl`` (rate, nats) vs ``val_recon_loss`` (distortion, nats) coloured by ``param``.
+    ``val_kl`` (rate, nats) vs ``val_recon_loss`` (distortion, nats) coloured by ``param``. Large
+    studies get the summaries of :func:`metric_vs_param_figure` and :func:`rate_distortion_figure`.
 
     Args:
         trials: The trials table; finished trials are plotted.
@@ -317,7 +384,8 @@ def pareto_figure(
     """Two objectives of the finished trials with their Pareto front.
 
     Non-dominated trials are drawn solid and joined in order of the first objective;
-    dominated ones are faded (alpha 0.25).
+    dominated ones are faded (alpha 0.25), or drawn as a density (grey hexagonal bins) when
+    there are more than ``SCATTER_MAX_POINTS`` finished trials.
 
     Args:
         trials: The trials table.
@@ -342,17 +410,24 @@ def pareto_figure(
     if absent:
         _note(ax, f"no {' or '.join(absent)} reported by a finished trial")
         return fig
+    dense = len(_finished(trials)) > SCATTER_MAX_POINTS
     points = _finished(trials).dropna(subset=metrics)
     values = points[metrics].to_numpy(dtype=float)  # (N, 2)
     front = pareto_mask(values, modes)
-    ax.scatter(values[~front, 0], values[~front, 1], s=24, color="tab:gray", alpha=0.25, label="dominated")
+    handles = []
+    if dense and (~front).any():  # a density of the dominated trials; the front stays points
+        ax.hexbin(values[~front, 0], values[~front, 1], gridsize=30, mincnt=1, bins="log", cmap="Greys", alpha=0.6)
+        handles.append(Patch(color="0.55", label=f"dominated ({int((~front).sum()):,}, density)"))
+    else:
+        handles += [ax.scatter(values[~front, 0], values[~front, 1], s=24, color="tab:gray", alpha=0.25,
+                               label="dominated")]
     order = np.argsort(values[front, 0], kind="stable")
-    ax.plot(values[front, 0][order], values[front, 1][order], "-o", color="tab:red", ms=6,
-            label=f"non-dominated ({int(front.sum())} of {len(front)})")
+    handles += ax.plot(values[front, 0][order], values[front, 1][order], "-o", color="tab:red", ms=6,
+                       label=f"non-dominated ({int(front.sum()):,} of {len(front):,})")
     ax.set_xlabel(f"{metrics[0]} ({_direction(modes[0])})")
     ax.set_ylabel(f"{metrics[1]} ({_direction(modes[1])})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8)
     return fig
 
 
@@ -410,8 +485,14 @@ def learning_curves_figure(
     metrics: Sequence[str] = ("train_loss", "val_elbo"),
     color_by: str | None = None,
     trials: pd.DataFrame | None = None,
+    *,
+    max_trials: int = LEARNING_CURVES_MAX_TRIALS,
 ) -> Figure:
     """Each trial's metrics over epochs, one panel per metric.
+
+    Above ``max_trials`` trials the curves are summarised: the trials are grouped by ``color_by``
+    (its values, or ``CURVE_BINS`` equal-count bins of a numeric column with more values; one
+    group without it), and each group is drawn as its median over epochs with a 10-90% band.
 
     Args:
         epochs: The epochs table (``trial_id``, ``epoch`` and metric columns). All trials
@@ -420,9 +501,11 @@ def learning_curves_figure(
         color_by: Configuration column of ``trials`` colouring the lines (joined on
             ``trial_id``); None gives each trial its own colour.
         trials: The trials table; needed with ``color_by``.
+        max_trials: The most trials drawn one line each (>= 1).
 
     Returns:
-        A Figure with ``len(metrics)`` axes (plus a colourbar axes for a numeric ``color_by``).
+        A Figure with ``len(metrics)`` axes (plus a colourbar axes for a numeric ``color_by``
+        when every trial is drawn).
 
     Raises:
         KeyError: If ``trial_id``/``epoch`` are missing from ``epochs``, or ``color_by`` or
@@ -432,36 +515,99 @@ def learning_curves_figure(
     if not metrics:
         raise ValueError("`metrics` must name at least one metric, but got none")
     _require(epochs, ["trial_id", "epoch"], "epochs")
-    colours = None
     trial_ids = list(dict.fromkeys(epochs["trial_id"]))
+    config = None
     if color_by is not None:
         if trials is None:
             raise ValueError(f"color_by={color_by!r} needs the trials table, but got trials=None")
         _require(trials, ["trial_id", color_by], "trials")
-        config = trials.drop_duplicates("trial_id").set_index("trial_id")[color_by]
-        colours = _colours(config.reindex(trial_ids), color_by)
+        config = trials.drop_duplicates("trial_id").set_index("trial_id")[color_by].reindex(trial_ids)
     fig, axes = _panels(len(metrics))
-    cycle = plt.get_cmap("tab10" if len(trial_ids) <= 10 else "tab20")
-    curves = {tid: frame.sort_values("epoch") for tid, frame in epochs.groupby("trial_id", sort=False)}
-    for ax, metric in zip(axes, metrics):
-        ax.set_title(f"{metric} over epochs")
-        if not _reported(epochs, metric):
-            _note(ax, f"no {metric} reported")
-            continue
-        for i, tid in enumerate(trial_ids):
-            curve = curves[tid].dropna(subset=[metric])
-            colour = colours.rgba[i] if colours is not None else cycle(i % cycle.N)
-            ax.plot(curve["epoch"], curve[metric], color=colour, lw=1.3, alpha=0.85,
-                    marker="o" if len(curve) <= 30 else None, ms=3, label=str(tid))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
+    if len(trial_ids) > max_trials:
+        _curve_bands(axes, epochs, metrics, _curve_groups(trial_ids, config, color_by))
+        return fig
+    colours = _colours(config, color_by) if config is not None else None
+    _curve_lines(axes, epochs, metrics, trial_ids, colours)
     drawn = [ax for ax in axes if ax.lines]
     if colours is not None and drawn:
         _explain(fig, drawn[-1], colours)
     elif drawn and len(trial_ids) <= 10:
         drawn[0].legend(title="trial", fontsize=7, title_fontsize=7)
     return fig
+
+
+def _curve_lines(axes: list, epochs: pd.DataFrame, metrics: Sequence[str], trial_ids: list,
+                 colours: _Colours | None) -> None:
+    """One line per trial and metric, coloured by ``colours`` (in ``trial_ids`` order) or a cycle."""
+    cycle = plt.get_cmap("tab10" if len(trial_ids) <= 10 else "tab20")
+    curves = {tid: frame.sort_values("epoch") for tid, frame in epochs.groupby("trial_id", sort=False)}
+    for ax, metric in zip(axes, metrics):
+        if not _curve_axes(ax, epochs, metric):
+            continue
+        for i, tid in enumerate(trial_ids):
+            curve = curves[tid].dropna(subset=[metric])
+            colour = colours.rgba[i] if colours is not None else cycle(i % cycle.N)
+            ax.plot(curve["epoch"], curve[metric], color=colour, lw=1.3, alpha=0.85,
+                    marker="o" if len(curve) <= 30 else None, ms=3, label=str(tid))
+
+
+def _curve_axes(ax, epochs: pd.DataFrame, metric: str) -> bool:
+    """Title and labels of one learning-curve panel; False (with a note) when ``metric`` was never reported."""
+    ax.set_title(f"{metric} over epochs")
+    if not _reported(epochs, metric):
+        _note(ax, f"no {metric} reported")
+        return False
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    return True
+
+
+def _curve_groups(trial_ids: list, config: pd.Series | None, label: str | None) -> list[tuple[str, list, tuple]]:
+    """``(legend label, trial ids, colour)`` per group of summarised curves: one group without a
+    colour column, else one per value, or ``CURVE_BINS`` equal-count bins of a numeric column with more."""
+    if config is None:
+        return [(f"all {len(trial_ids)} trials", trial_ids, mcolors.to_rgba("tab:blue"))]
+    colours = _colours(config, label)
+    known = config.dropna()
+    if colours.mappable is not None and known.nunique() > CURVE_BINS:
+        keys = pd.qcut(known.rank(method="first"), CURVE_BINS, labels=False)
+        groups = [known[keys == k] for k in range(CURVE_BINS)]
+        named = [(f"{label} {g.min():.3g}-{g.max():.3g}", g) for g in groups]
+    else:
+        named = [(f"{label} = {_short(v)}", known[known == v]) for v in sorted(known.unique(), key=str)]
+    result = []
+    for name, group in named:
+        colour = (colours.mappable.to_rgba(float(group.median())) if colours.mappable is not None
+                  else colours.rgba[config.index.get_loc(group.index[0])])
+        result.append((f"{name} ({len(group)})", list(group.index), tuple(colour)))
+    missing = config[config.isna()]
+    if len(missing):
+        result.append((f"{label} = n/a ({len(missing)})", list(missing.index), mcolors.to_rgba("0.6")))
+    return result
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _curve_bands(axes: list, epochs: pd.DataFrame, metrics: Sequence[str],
+                 groups: list[tuple[str, list, tuple]]) -> None:
+    """Each group of trials as its median curve over epochs with the 10-90% band, one panel per metric."""
+    for ax, metric in zip(axes, metrics):
+        if not _curve_axes(ax, epochs, metric):
+            continue
+        for name, ids, colour in groups:
+            per_epoch = epochs[epochs["trial_id"].isin(ids)].dropna(subset=[metric]).groupby("epoch")[metric]
+            if not len(per_epoch):
+                continue
+            ax.fill_between(per_epoch.median().index, per_epoch.quantile(BAND[0]), per_epoch.quantile(BAND[1]),
+                            color=colour, alpha=0.2)
+            ax.plot(per_epoch.median().index, per_epoch.median(), color=colour, lw=1.6, label=name)
+    drawn = [ax for ax in axes if ax.lines]
+    if drawn:
+        drawn[0].legend(title=f"median, {round(100 * BAND[0])}-{round(100 * BAND[1])}% band (trials)",
+                        fontsize=7, title_fontsize=7)
 
 
 # ----------------------------------------------------------------------------- the study as an instrument
@@ -502,7 +648,7 @@ def _axis_positions(values: pd.Series) -> tuple[np.ndarray, list[float], list[st
 
 
 def parallel_coordinates_figure(
-    trials: pd.DataFrame, params: Sequence[str], metric: str, mode: str
+    trials: pd.DataFrame, params: Sequence[str], metric: str, mode: str, *, max_lines: int = PARALLEL_MAX_LINES
 ) -> Figure:
     """Each finished trial as one line across an axis per parameter and a last one for the metric.
 
@@ -517,6 +663,8 @@ def parallel_coordinates_figure(
         params: Searched parameter columns, one axis each, left to right.
         metric: The metric column colouring the lines (the last axis).
         mode: ``"max"`` if higher is better, ``"min"`` if lower is.
+        max_lines: The most trials drawn as lines: above it, the best ``max_lines`` by the
+            metric, and every drawn trial as a grey histogram beside each axis (>= 1).
 
     Returns:
         A Figure with the plot axes (one ``LineCollection`` holding one polyline of
@@ -543,6 +691,7 @@ def parallel_coordinates_figure(
     if not _reported(done, metric):
         _note(ax, f"no {metric} reported")
         return fig
+    dense = len(done) > max_lines
     done = _worst_first(done, params, metric, mode)
     columns = [*params, metric]
     axes_info = [_axis_positions(done[c]) for c in columns]
@@ -552,10 +701,14 @@ def parallel_coordinates_figure(
     low, high = values.min(), values.max()
     norm = mcolors.Normalize(low, high) if high > low else mcolors.Normalize(low - 0.5, high + 0.5)
     mappable = ScalarMappable(norm=norm, cmap="viridis" if mode == "max" else "viridis_r")
-    lines = LineCollection([np.column_stack([xs, y]) for y in ys], colors=mappable.to_rgba(values),
-                           linewidths=1.2, alpha=0.8)
-    ax.add_collection(lines)
+    shown = slice(-max_lines, None) if dense else slice(None)  # best last: the best max_lines
+    ax.add_collection(LineCollection([np.column_stack([xs, y]) for y in ys[shown]],
+                                     colors=mappable.to_rgba(values[shown]), linewidths=1.2, alpha=0.8))
     _draw_parallel_axes(ax, columns, axes_info)
+    if dense:
+        _draw_densities(ax, xs, ys)
+        ax.set_title(f"parallel coordinates: the best {len(ys[shown]):,} of {len(ys):,} trials by {metric} "
+                     f"({_direction(mode)});\ngrey: all {len(ys):,} trials per axis")
     fig.colorbar(mappable, ax=ax).set_label(f"{metric} ({_direction(mode)})")
     return fig
 
@@ -565,6 +718,17 @@ def _worst_first(done: pd.DataFrame, params: list[str], metric: str, mode: str) 
     numeric = [p for p in params if pd.api.types.is_numeric_dtype(done[p]) and not pd.api.types.is_bool_dtype(done[p])]
     done = done.dropna(subset=[*numeric, metric])
     return done.iloc[np.argsort(done[metric].to_numpy(float) * (1 if mode == "max" else -1), kind="stable")]
+
+
+def _draw_densities(ax, xs: np.ndarray, ys: np.ndarray, bins: int = 20, width: float = 0.35) -> None:
+    """Beside each axis ``x``, a grey horizontal histogram of the positions ``ys[:, i]`` (all in
+    [0, 1]) of every trial: the density the best trials' lines are drawn over."""
+    edges = np.linspace(0, 1, bins + 1)
+    for x, column in zip(xs, ys.T):
+        counts, _ = np.histogram(column, bins=edges)
+        ax.barh(edges[:-1], -width * counts / max(counts.max(), 1), height=1 / bins, left=x, align="edge",
+                color="0.6", alpha=0.45, zorder=0)
+    ax.set_xlim(-width - 0.05, ax.get_xlim()[1])
 
 
 def _draw_parallel_axes(ax, columns: list[str], axes_info: list[tuple]) -> None:

@@ -152,3 +152,16 @@ def test_a_conditional_space_is_ranked_within_each_family():
     assert set(table.loc[table["scope"] == "family factor_vae", "param"]) == {"factor_vae.gamma", "lr"}
     text = importance_markdown(table)
     assert "Within family beta_vae:" in text and "Within family factor_vae:" in text
+
+
+def test_a_single_searched_parameter_gets_a_sentence_not_an_importance_of_one():
+    from analysis.importance import NOT_INFORMATIVE, single_parameter_scopes
+
+    trials = _study(lambda t, rng: t["beta"] + rng.normal(0, 0.05, len(t)), n=20)
+    table = importance_table(trials, ["beta"], ["metric"], ["max"])
+    assert table["importance"].tolist() == [1.0]  # by construction: what the sentence replaces
+    assert single_parameter_scopes(table) == {"all trials": "beta"}
+    text = importance_markdown(table)
+    assert NOT_INFORMATIVE in text.lower() and "(beta)" in text and "|" not in text and "1.000" not in text
+    both = importance_table(trials, ["beta", "lr"], ["metric"], ["max"])
+    assert single_parameter_scopes(both) == {} and importance_markdown(both).startswith("| param |")

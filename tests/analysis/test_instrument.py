@@ -67,7 +67,7 @@ def test_without_searched_parameters_says_so(trials, tmp_path):
 
 
 def test_a_missing_objective_is_reported_not_raised(trials, tmp_path):
-    sections, figures = instrument_sections(trials, ["beta"], ["dci_disentanglement"], ["max"], tmp_path,
+    sections, figures = instrument_sections(trials, ["beta", "latent_dim"], ["dci_disentanglement"], ["max"], tmp_path,
                                             num_bootstrap=50)
     texts = [body for kind, body in sections if kind == "text"]
     assert "No importance for dci_disentanglement: not a column of the trials table." in texts
@@ -96,3 +96,12 @@ def test_markdown_tables_render_as_html(trials, tmp_path):
     assert markdown_table_html("No importance computed.\n") == "<p>No importance computed.</p>"
     assert markdown_table_html("| a<b |\n|---|\n| 1 |\n") == (
         "<table><thead><tr><th>a&lt;b</th></tr></thead><tbody><tr><td>1</td></tr></tbody></table>")
+
+
+def test_one_searched_parameter_gives_no_importance_table_or_figure(trials, tmp_path):
+    sections, figures = instrument_sections(trials, ["beta"], ["val_elbo"], ["max"], tmp_path, num_bootstrap=50)
+    texts = [body for kind, body in sections if kind == "text"]
+    assert any(t.startswith("Importance is not informative with a single searched parameter (beta)") for t in texts)
+    assert [kind for kind, _ in sections].count("table") == 1  # the seed-variance table only
+    assert [title for title, _ in figures] == ["Parallel coordinates, coloured by val_elbo"]
+    assert not (tmp_path / "importance.png").exists() and "[CSV](importance.csv)" not in texts

@@ -337,3 +337,80 @@ def test_importance_figure_one_panel_per_objective():
     empty = table.iloc[:0].copy()
     empty.attrs["skipped"] = {"mig": "2 configuration(s)"}
     assert "mig: 2 configuration(s)" in _notes(plots.importance_figure(empty))[0]
+
+
+# ----------------------------------------------------------------------------- large studies: summaries
+
+
+def _many(n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` finished trials of a continuous search: beta drawn log-uniformly from [1, 16]."""
+    rng = np.random.default_rng(seed)
+    beta = np.exp(rng.uniform(0, np.log(16), n))
+    kl = 40 / np.sqrt(beta) + rng.normal(0, 1, n)
+    recon = 1000 + 300 / kl
+    return pd.DataFrame({"trial_id": [f"t{i:04d}" for i in range(n)], "status": "TERMINATED", "beta": beta,
+                         "val_kl": kl, "val_recon_loss": recon, "val_elbo": -(kl + recon),
+                         "mig": 0.02 * np.log2(beta) + rng.normal(0, 0.005, n)})
+
+
+def test_learning_curves_of_many_trials_are_a_median_and_band_per_colour_bin():
+    from matplotlib.collections import PolyCollection
+
+    trials = _many(plots.LEARNING_CURVES_MAX_TRIALS + 10)
+    epochs = pd.DataFrame([{"trial_id": t, "epoch": e, "val_kl": kl + e}
+                           for t, kl in zip(trials["trial_id"], trials["val_kl"]) for e in range(1, 4)])
+    fig = plots.learning_curves_figure(epochs, ["val_kl"], color_by="beta", trials=trials)
+    ax = fig.axes[0]
+    assert len(ax.lines) == plots.CURVE_BINS  # not 60 lines
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == plots.CURVE_BINS
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert all(label.startswith("beta ") and label.endswith("(12)") for label in labels)  # 60 trials in 5 bins
+    low_beta = ax.lines[0].get_ydata()  # the lowest beta bin has the highest KL
+    assert low_beta[0] > ax.lines[-1].get_ydata()[0]
+    fewer = plots.learning_curves_figure(epochs, ["val_kl"], color_by="beta", trials=trials, max_trials=100)
+    assert len(fewer.axes[0].lines) == len(trials)
+
+
+def test_parallel_coordinates_of_many_trials_draw_the_best_as_lines_over_a_density():
+    from matplotlib.collections import LineCollection
+
+    trials = _many(plots.PARALLEL_MAX_LINES + 50)
+    fig = plots.parallel_coordinates_figure(trials, ["beta"], "mig", "max")
+    ax = fig.axes[0]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines.get_segments()) == plots.PARALLEL_MAX_LINES
+    best = np.sort(trials["mig"].to_numpy())[-plots.PARALLEL_MAX_LINES:]
+    shown = np.array([seg[1, 1] for seg in lines.get_segments()])  # the mig axis, in [0, 1]
+    low, high = trials["mig"].min(), trials["mig"].max()
+    np.testing.assert_allclose(np.sort(shown), (best - low) / (high - low))
+    assert len(ax.patches) == 2 * 20  # a 20-bin density beside each of the two axes
+    assert "the best 100 of 150 trials" in ax.get_title()
+
+
+def test_scatters_of_many_trials_become_hexagonal_bins():
+    from matplotlib.collections import PathCollection, PolyCollection
+
+    trials = _many(plots.SCATTER_MAX_POINTS + 100)
+    fig = plots.rate_distortion_figure(trials, "beta")
+    ax = fig.axes[0]
+    assert not [c for c in ax.collections if isinstance(c, PathCollection)]
+    (bins,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bins.get_array()) < len(trials) / 2  # one colour per occupied hexagon, not per trial
+    assert fig.axes[1].get_ylabel() == "beta (log scale), median per bin"
+    fig = plots.pareto_figure(trials, ["mig", "val_recon_loss"], ["max", "min"])
+    ax = fig.axes[0]
+    assert [type(c) for c in ax.collections] == [PolyCollection]  # the dominated trials as a density
+    front = pareto_mask(trials[["mig", "val_recon_loss"]].to_numpy(), ["max", "min"])
+    assert len(ax.lines[0].get_xdata()) == front.sum()  # the front is still every non-dominated trial
+
+
+def test_metric_vs_a_continuous_parameter_is_binned():
+    trials = _many(plots.SCATTER_MAX_POINTS + 100)
+    fig = plots.metric_vs_param_figure(trials, "beta", ["mig"])
+    ax = fig.axes[0]
+    (median,) = ax.lines
+    assert len(median.get_xdata()) == plots.PARAM_BINS
+    assert np.all(np.diff(median.get_ydata()) > 0)  # mig grows with log2(beta)
+    assert not ax.collections[1:] and len(ax.collections) == 1  # the band; no dot per trial
+    few = plots.metric_vs_param_figure(_many(plots.PARAM_MAX_VALUES + 5), "beta", ["mig"]).axes[0]
+    assert len(few.collections[0].get_offsets()) == plots.PARAM_MAX_VALUES + 5  # dots kept below SCATTER_MAX_POINTS

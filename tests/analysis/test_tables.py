@@ -154,3 +154,62 @@ def test_udr_correlations_need_three_varying_pairs(trials):
     constant = with_udr(trials).assign(mig=0.3)
     assert np.isnan(udr_correlations(few, ["mig"])["spearman_rho"]).all()
     assert np.isnan(udr_correlations(constant, ["mig"])["spearman_rho"]).all()
+# ---- the best configuration against seed noise ----------------------------------------------------
+
+def _margin_trials(means: dict[float, float], spread: tuple[float, ...] = (-0.05, 0.0, 0.05)) -> pd.DataFrame:
+    """One row per (beta, repeat): metric ``score_accuracy`` = mean + spread[repeat] (seed std 0.05 with 3)."""
+    rows = [{"trial_id": f"{beta}-{r}", "status": "TERMINATED", "beta": beta, "score_accuracy": mean + offset}
+            for beta, mean in means.items() for r, offset in enumerate(spread)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("means, verdict, margin", [
+    ({1.0: 0.50, 4.0: 0.52}, "within seed noise", 0.02),  # 0.02 < 2 * 0.05 * sqrt(2/3) = 0.0816
+    ({1.0: 0.50, 4.0: 0.70}, "beyond seed noise", 0.20),
+    ({1.0: 0.50, 4.0: 0.52, 16.0: 0.62}, "beyond seed noise", 0.10),  # the runner-up is beta 4, not beta 1
+])
+def test_a_best_is_named_only_beyond_twice_the_standard_error_of_its_margin(means, verdict, margin):
+    best = best_configurations(_margin_trials(means), ["beta"], ["score_accuracy"], margins=True)
+    assert list(best.columns) == ["metric", "mode", "beta", "mean", "std", "n", "runner_up", "margin", "seed_noise",
+                                  "verdict"]
+    row = best.iloc[0]
+    assert row["beta"] == max(means, key=means.get) and row["verdict"] == verdict
+    assert row["margin"] == pytest.approx(margin)
+    assert row["seed_noise"] == pytest.approx(2 * 0.05 * np.sqrt(1 / 3 + 1 / 3))
+    assert row["runner_up"] == ("beta=4" if len(means) == 3 else "beta=1")
+
+
+def test_without_repeats_or_a_runner_up_no_best_is_named():
+    one_repeat = best_configurations(_margin_trials({1.0: 0.5, 4.0: 0.9}, spread=(0.0,)), ["beta"],
+                                     ["score_accuracy"], margins=True).iloc[0]
+    assert one_repeat["verdict"] == "seed noise unknown (one repeat each)" and np.isnan(one_repeat["seed_noise"])
+    assert one_repeat["margin"] == pytest.approx(0.4)
+    single = best_configurations(_margin_trials({1.0: 0.5}), ["beta"], ["score_accuracy"], margins=True).iloc[0]
+    assert single["verdict"] == "single configuration" and single["runner_up"] is None
+
+
+def test_pooled_seed_std_weights_each_configuration_by_its_degrees_of_freedom():
+    from analysis.tables import pooled_seed_std
+
+    counts, stds = pd.Series([3, 2, 1]), pd.Series([0.1, 0.4, np.nan])  # (2 * 0.01 + 1 * 0.16) / 3 = 0.06
+    assert pooled_seed_std(counts, stds) == pytest.approx(np.sqrt(0.06))
+    assert np.isnan(pooled_seed_std(pd.Series([1, 1]), pd.Series([np.nan, np.nan])))
+
+
+def test_the_margin_columns_follow_the_mean_in_markdown_and_latex():
+    best = best_configurations(_margin_trials({1.0: 0.50, 4.0: 0.52}), ["beta"], ["score_accuracy"], margins=True)
+    lines = to_markdown(best).splitlines()
+    assert lines[0] == "| metric | mode | beta | n | mean ± std | runner_up | margin | seed_noise | verdict |"
+    assert lines[2] == "| score_accuracy | max | 4 | 3 | 0.520 ± 0.050 | beta=1 | 0.020 | 0.082 | within seed noise |"
+    latex = to_latex(best).splitlines()
+    assert latex[0] == r"\begin{tabular}{llllrlrrl}"  # metric, mode, beta, n; mean; the margin columns
+    assert latex[4].endswith(r"beta=1 & 0.020 & 0.082 & within seed noise \\")
+
+
+def test_markdown_cells_escape_what_would_break_a_table_or_turn_into_emphasis():
+    from analysis.tables import markdown_cell
+
+    assert markdown_cell("val_recon_loss") == "val_recon_loss"  # inside a word, _ cannot emphasise
+    assert markdown_cell("a|b *c* _d_ [e]") == r"a\|b \*c\* \_d\_ \[e\]"
+    table = pd.DataFrame({"encoder": ["conv|mlp", None], "mig_mean": [0.5, 0.25], "mig_std": [np.nan, 0.1]})
+    assert to_markdown(table).splitlines()[2:] == [r"| conv\|mlp | 0.500 |", "| n/a | 0.250 ± 0.100 |"]

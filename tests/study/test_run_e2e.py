@@ -45,6 +45,8 @@ def test_epochs_parquet(smoke_study):
 
 
 def test_report(smoke_study):
+    from tests.analysis.test_report import check_page
+
     study_dir, _, _ = smoke_study
     report = study_dir / "report"
     table = pd.read_csv(report / "disentanglement_table.csv")
@@ -53,12 +55,16 @@ def test_report(smoke_study):
     assert (report / "tradeoff.png").stat().st_size > 10_000
     assert "| beta |" in (report / "disentanglement_table.md").read_text()
     index = (report / "index.md").read_text()
-    for name in ["tradeoff.png", "metrics_vs_beta.png", "rate_distortion.png", "pareto.png",
-                 "metric_correlation.png", "learning_curves.png", "traversals.png", "reconstructions.png",
-                 "latent_pca.png"]:
+    for name in ["tradeoff.png", "metrics_vs_beta.png", "pareto.png", "metric_correlation.png", "learning_curves.png",
+                 "parallel_coordinates.png", "traversals.png", "reconstructions.png", "latent_pca.png"]:
         assert (report / name).stat().st_size > 5_000, name
         assert f"]({name})" in index, name
-    assert "<img src='tradeoff.png'" in (report / "index.html").read_text()
+    assert not (report / "rate_distortion.png").exists()  # a panel of tradeoff.png: not drawn twice
+    counts = check_page(report)  # every link and image a file of report/, each table's HTML twin, no figure twice
+    assert counts.tables == 3 and counts.links == 7 and counts.images >= 9
+    assert "Importance is not informative with a single searched parameter (beta)" in counts.text
+    best = pd.read_csv(report / "best_configurations.csv")
+    assert set(best["verdict"]) == {"seed noise unknown (one repeat each)"}  # repeats: 1
 
 
 def test_rerun_resumes_without_new_trials(smoke_study):
