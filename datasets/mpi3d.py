@@ -104,13 +104,15 @@ def _npz_member(location: Location) -> Iterator:
         yield stack.enter_context(archive.open(NPZ_MEMBER))
 
 
-def read_npz_header(member, location: Location, spec: GridSpec = SPEC) -> None:
-    """Reads and checks the ``.npy`` header of an open member (positions it at the data).
+def read_npz_header(member, location: Location, spec: GridSpec | None = None) -> None:
+    """Reads and checks the ``.npy`` header of an open member (positions it at the data) against
+    ``spec`` (default :data:`SPEC`).
 
     Raises:
         DataError: If the header is malformed, or the array is not ``(rows, H, W, C)`` uint8 in C
             order (an object array, which would need unpickling, among them).
     """
+    spec = spec or SPEC
     expected = (spec.num_rows, *spec.image_shape)
     try:
         version = np.lib.format.read_magic(member)
@@ -124,13 +126,13 @@ def read_npz_header(member, location: Location, spec: GridSpec = SPEC) -> None:
                         f"{tuple(shape)} {dtype}{order}")
 
 
-def convert_npz(source: Location, dest: Path, spec: GridSpec = SPEC) -> Path:
+def convert_npz(source: Location, dest: Path, spec: GridSpec | None = None) -> Path:
     """Converts a published ``.npz`` into the factor-grid HDF5 layout, ``READ_ROWS`` rows at a time.
 
     Args:
         source: The ``.npz`` with ``images (rows, H, W, C)`` uint8 (local path or URI).
         dest: The HDF5 file to write (atomically).
-        spec: The grid the array follows (MPI3D's by default).
+        spec: The grid the array follows (default :data:`SPEC`).
 
     Returns:
         ``dest``.
@@ -138,6 +140,7 @@ def convert_npz(source: Location, dest: Path, spec: GridSpec = SPEC) -> Path:
     Raises:
         DataError: If the ``.npz`` is not in the expected layout or ends early.
     """
+    spec = spec or SPEC
     row_bytes = int(np.prod(spec.image_shape))
 
     def fill(images) -> None:

@@ -146,7 +146,6 @@ def read_half(folder: Location, half: str) -> tuple[np.ndarray, np.ndarray]:
     """
     from PIL import Image
 
-    dat = _read_part(folder, f"{half}-dat")
     factors = np.column_stack([_read_part(folder, f"{half}-cat"), _read_part(folder, f"{half}-info")]).astype(np.int64)
     if np.any(factors[:, 3] % 2):
         raise DataError(f"{folder}: {file_name(half + '-info')} holds an odd azimuth; expected 0, 2, ..., 34")
@@ -156,6 +155,7 @@ def read_half(folder: Location, half: str) -> tuple[np.ndarray, np.ndarray]:
         row, col = np.argwhere(bad)[0]
         raise DataError(f"{folder}: the {half} half has {FACTOR_NAMES[col]} {factors[row, col]} at row {row}; "
                         f"expected 0-{FACTOR_SIZES[col] - 1}")
+    dat = _read_part(folder, f"{half}-dat")  # 448 MB unpacked: read once the small files are known good
     images = np.empty((HALF_ROWS, 64, 64), dtype=np.uint8)
     for i in range(HALF_ROWS):
         images[i] = np.asarray(Image.fromarray(dat[i, 0]).resize((64, 64), Image.Resampling.LANCZOS))
