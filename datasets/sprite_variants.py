@@ -43,7 +43,7 @@ from pydantic import Field
 from datasets.base import ArrayGroundTruthData
 from datasets.dsprites import DSpritesOptions
 from datasets.registry import DataError, PreparedData, get_dataset
-from datasets.remote import given_location, read_object, require
+from datasets.remote import given_location, location_of, read_object, require
 from datasets.storage import is_uri
 
 __all__ = ["Variant", "Colour", "Noise", "Scream", "VariantOptions", "VariantGroundTruth", "row_params",
@@ -52,7 +52,8 @@ __all__ = ["Variant", "Colour", "Noise", "Scream", "VariantOptions", "VariantGro
 ROW_COLUMN = "__row__"  # position of a row in its split, dropped by the transform
 TRAIN, VAL = 0, 1  # split ids in the per-row seed
 SALT = 0xC010
-SCREAM_BOX = (350, 274)  # disentanglement_lib's thumbnail of scream.jpg: at most 350 wide, 274 high
+SCREAM_BOX = (350, 274)
+BLOCK_ROWS = 2048  # rows per Ray block of the binary sprites (from_columns)  # disentanglement_lib's thumbnail of scream.jpg: at most 350 wide, 274 high
 
 
 class Variant(Protocol):
@@ -206,7 +207,7 @@ def load_scream_image(path: str | Path | None) -> tuple[np.ndarray, str]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    given = given_location(path, "SCREAM_PATH")
+    given = (location_of(path), "dataset.background") if path is not None else given_location(None, "SCREAM_PATH")
     if given is None:
         raise DataError("dataset.background: scream_dsprites needs a background picture; set dataset.background "
                         "or SCREAM_PATH to a png/jpg (disentanglement_lib uses Munch's The Scream, scream.jpg)")
@@ -245,9 +246,10 @@ def variant_datasets(train: dict[str, np.ndarray], val: dict[str, np.ndarray], v
     out = {}
     for split, (name, columns) in ((TRAIN, ("train", train)), (VAL, ("val", val))):
         rows = np.arange(len(columns["image"]), dtype=np.int64)
-        ds = from_columns({**columns, ROW_COLUMN: rows})
+        ds = from_columns({**columns, ROW_COLUMN: rows}, BLOCK_ROWS)
+        # num_cpus=0: trials hold every CPU of a small cluster (RAY_NOTES.md); concurrency bounds the tasks.
         out[name] = ds.map_batches(functools.partial(_observe, variant, seed, split), batch_format="numpy",
-                                   num_cpus=0, concurrency=concurrency)
+                                   num_cpus=0, concurrency=max(1, min(concurrency, -(-len(rows) // BLOCK_ROWS))))
     return out
 
 
