@@ -29,10 +29,28 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from datasets.factor_grid import (GridOptions, GridSpec, cache_dir, check_digests, check_grid_file, converted_path,
-                                  download, prepare_grid, write_grid_file)
+from datasets.factor_grid import (
+    GridOptions,
+    GridSpec,
+    cache_dir,
+    check_digests,
+    check_grid_file,
+    converted_path,
+    download,
+    prepare_grid,
+    write_grid_file,
+)
 from datasets.registry import DataError, PreparedData, file_fingerprint, register_dataset
-from datasets.remote import BlockCachedFile, Location, child, given_location, list_objects, name_of, read_object, require
+from datasets.remote import (
+    BlockCachedFile,
+    Location,
+    child,
+    given_location,
+    list_objects,
+    name_of,
+    read_object,
+    require,
+)
 from datasets.storage import is_uri
 
 __all__ = ["Cars3DOptions", "load_cars3d", "read_mesh", "convert", "SPEC", "FACTOR_NAMES", "FACTOR_SIZES", "URL",

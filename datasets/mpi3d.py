@@ -41,8 +41,17 @@ from typing import Literal
 
 import numpy as np
 
-from datasets.factor_grid import (GridOptions, GridSpec, cache_dir, check_digests, check_grid_file, converted_path,
-                                  download, prepare_grid, write_grid_file)
+from datasets.factor_grid import (
+    GridOptions,
+    GridSpec,
+    cache_dir,
+    check_digests,
+    check_grid_file,
+    converted_path,
+    download,
+    prepare_grid,
+    write_grid_file,
+)
 from datasets.registry import DataError, PreparedData, file_fingerprint, register_dataset
 from datasets.remote import BlockCachedFile, Location, given_location, name_of, require
 from datasets.storage import is_uri

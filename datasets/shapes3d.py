@@ -27,8 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.factor_grid import (GridOptions, GridSpec, cache_dir, check_digests, check_grid_images, download,
-                                  prepare_grid)
+from datasets.factor_grid import (
+    GridOptions,
+    GridSpec,
+    cache_dir,
+    check_digests,
+    check_grid_images,
+    download,
+    prepare_grid,
+)
 from datasets.hdf5 import open_hdf5
 from datasets.registry import DataError, PreparedData, register_dataset
 from datasets.remote import Location, given_location, require

@@ -32,8 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.factor_grid import (GridOptions, GridSpec, cache_dir, check_digests, check_grid_file, converted_path,
-                                  download, prepare_grid, write_grid_file)
+from datasets.factor_grid import (
+    GridOptions,
+    GridSpec,
+    cache_dir,
+    check_digests,
+    check_grid_file,
+    converted_path,
+    download,
+    prepare_grid,
+    write_grid_file,
+)
 from datasets.registry import DataError, PreparedData, file_fingerprint, register_dataset
 from datasets.remote import Location, child, exists, given_location, name_of, read_object, require
 from datasets.storage import is_uri

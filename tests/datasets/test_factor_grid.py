@@ -12,9 +12,21 @@ import numpy as np
 import pytest
 
 from analysis.metrics.factor_vae import FixedFactorSampler
-from datasets.factor_grid import (GridGroundTruth, GridOptions, GridSpec, ImageRows, _groups, check_digests,
-                                  check_grid_file, check_grid_images, download, grid_datasets, prepare_grid,
-                                  split_grid, write_grid_file)
+from datasets.factor_grid import (
+    GridGroundTruth,
+    GridOptions,
+    GridSpec,
+    ImageRows,
+    _groups,
+    check_digests,
+    check_grid_file,
+    check_grid_images,
+    download,
+    grid_datasets,
+    prepare_grid,
+    split_grid,
+    write_grid_file,
+)
 from datasets.registry import DataError
 
 SPEC = GridSpec("toygrid", ("a", "b", "c"), (3, 4, 5), (4, 4, 3))  # 60 rows of 4x4 RGB

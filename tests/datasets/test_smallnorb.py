@@ -13,7 +13,7 @@ import pytest
 from datasets import smallnorb
 from datasets.factor_grid import write_grid_file
 from datasets.registry import DataError
-from datasets.smallnorb import FACTOR_SIZES, SPEC, SmallNORBOptions, file_name, load_smallnorb, read_matrix
+from datasets.smallnorb import SPEC, SmallNORBOptions, file_name, load_smallnorb, read_matrix
 
 INSTANCES = {"training": (4, 6, 7, 8, 9), "testing": (0, 1, 2, 3, 5)}  # the published split of the toys
 MAGIC = {np.dtype(np.uint8): 0x1E3D4C55, np.dtype(np.int32): 0x1E3D4C54, np.dtype(np.float64): 0x1E3D4C53}
