@@ -414,27 +414,30 @@ class GridSource(HDF5Source):
             rows = sum(b - a for a, b in group)
             meta = BlockMetadata(num_rows=rows, size_bytes=rows * self._row_bytes * 4, input_files=[self.path],
                                  exec_stats=None)
-            tasks.append(ReadTask(lambda i=index, g=group: self._read_group(i, g), meta,
-                                  per_task_row_limit=per_task_row_limit))
+            # The task carries its own group only (not the whole source): a split has thousands of blocks.
+            read = functools.partial(_read_group, self.path, self.spec, group, index, self.shuffle_seed,
+                                     self.rows_per_block)
+            tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
-    def _read_group(self, index: int, group: Sequence[tuple[int, int]]) -> Iterator:
-        """Blocks of the group's rows (runs inside a Ray read task)."""
-        import pyarrow as pa
-        from ray.data.extensions import ArrowTensorArray
 
-        with open_hdf5(location_of(self.path)) as handle:
-            data = handle[IMAGES_KEY]
-            images = np.concatenate([data[a:b] for a, b in sorted(group)])
-        rows = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in sorted(group)])
-        if self.shuffle_seed is not None:
-            order = np.random.default_rng(np.random.SeedSequence([self.shuffle_seed, 0x5AFE, index])).permutation(len(rows))
-            images, rows = images[order], rows[order]
-        for start in range(0, len(rows), self.rows_per_block):
-            columns = grid_columns(self.spec, images[start : start + self.rows_per_block],
-                                   rows[start : start + self.rows_per_block])
-            yield pa.table({name: ArrowTensorArray.from_numpy(np.ascontiguousarray(a)) if a.ndim > 1 else pa.array(a)
-                            for name, a in columns.items()})
+def _read_group(path: str, spec: GridSpec, group: Sequence[tuple[int, int]], index: int, shuffle_seed: int | None,
+                rows_per_block: int) -> Iterator:
+    """Arrow blocks of a read task's rows (runs inside a Ray read task); see :class:`GridSource`."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    with open_hdf5(location_of(path)) as handle:
+        data = handle[IMAGES_KEY]
+        images = np.concatenate([data[a:b] for a, b in sorted(group)])
+    rows = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in sorted(group)])
+    if shuffle_seed is not None:
+        order = np.random.default_rng(np.random.SeedSequence([shuffle_seed, 0x5AFE, index])).permutation(len(rows))
+        images, rows = images[order], rows[order]
+    for start in range(0, len(rows), rows_per_block):
+        columns = grid_columns(spec, images[start : start + rows_per_block], rows[start : start + rows_per_block])
+        yield pa.table({name: ArrowTensorArray.from_numpy(np.ascontiguousarray(a)) if a.ndim > 1 else pa.array(a)
+                        for name, a in columns.items()})
 
 
 def __getattr__(name: str):
