@@ -99,6 +99,21 @@ class ArrayGroundTruthData:
         Raises:
             KeyError: If a factor combination has no image in this dataset.
         """
+        return self.observations(self.rows_of(factors, random_state))
+
+    def rows_of(self, factors: np.ndarray, random_state: np.random.Generator) -> np.ndarray:
+        """For each factor row, a random row of this dataset with those factors.
+
+        Args:
+            factors: int ``(num, num_factors)``.
+            random_state: Draws one row among several with the same factors.
+
+        Returns:
+            int64 ``(num,)`` row indices.
+
+        Raises:
+            KeyError: If a factor combination has no image in this dataset.
+        """
         if self._index is None:
             order = np.lexsort(self.factors.T[::-1])
             keys, starts = np.unique(self.factors[order], axis=0, return_index=True)
@@ -111,4 +126,4 @@ class ArrayGroundTruthData:
             except KeyError:
                 raise KeyError(f"no observation has factors {key}") from None
             rows[i] = group[random_state.integers(0, len(group))]
-        return self.observations(rows)
+        return rows
